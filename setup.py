@@ -15,6 +15,7 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "genreflow" / "__init__.
 INSTALL_REQUIRES = [
     "apache-beam==2.77.0",
     "tensorflow==2.21.0",  # not tensorflow-cpu: Beam's TF handler pulls tf-keras, which needs `tensorflow`
+    "tensorboard==2.21.0",  # TF 2.21 no longer depends on it; the trainer writes TensorBoard logs
     "librosa==0.11.0",
     "soundfile==0.14.0",
     "soxr==1.1.0",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import tempfile
+import warnings
 
 import numpy as np
 import soundfile as sf
@@ -40,8 +42,8 @@ class AudioError(Exception):
     Parameters
     ----------
     reason : str
-        Stable short code: ``empty``, ``unsupported_format``, ``decode_error``, ``no_samples``,
-        ``non_finite``, ``too_short``, ``read_error``.
+        Stable short code: ``empty``, ``unsupported_format``, ``decode_error``, ``truncated``,
+        ``no_samples``, ``non_finite``, ``too_short``, ``read_error``.
     message : str
         Human-readable detail.
     stage : str
@@ -82,7 +84,8 @@ def decode_audio(data: bytes, *, name: str = "") -> tuple[np.ndarray, int]:
     AudioError
         ``empty`` for zero bytes, ``unsupported_format`` for an extension outside
         :data:`AUDIO_EXTENSIONS`, ``decode_error`` when neither libsndfile nor the librosa/audioread
-        fallback can read it, ``no_samples`` for a valid header without audio.
+        fallback can read it, ``truncated`` when the file ends before the audio its header
+        declares (see :func:`_truncation`), ``no_samples`` for a valid header without audio.
     """
     ext = _extension(name)
     if name and ext not in AUDIO_EXTENSIONS:
@@ -93,26 +96,68 @@ def decode_audio(data: bytes, *, name: str = "") -> tuple[np.ndarray, int]:
         with sf.SoundFile(io.BytesIO(data)) as f:
             samples = f.read(dtype="float32", always_2d=True)
             sample_rate = int(f.samplerate)
+            truncation = _truncation(f, n_read=len(samples))
     except Exception as sf_error:  # libsndfile raises several types (LibsndfileError, RuntimeError)
         samples, sample_rate = _decode_fallback(data, ext=ext, first_error=sf_error)
+        truncation = None
+    if truncation:
+        raise AudioError("truncated", truncation)
     if samples.size == 0:
         raise AudioError("no_samples", "file decodes to zero samples")
     return np.ascontiguousarray(samples.T), sample_rate
 
 
+# libsndfile's parser log (``SoundFile.extra_info``) notes a declared size larger than the file:
+# wav ``data : 88200 (should be 44078)``, au ``Data Size : 88200 (should be 44088)``, aiff
+# ``*** Chunk size 88208 > file length 44127`` or a ``COMM`` frame count above the ``SSND`` data.
+_DECLARED_VS_ACTUAL = re.compile(r"^\s*(?:data|Data Size)\s*:\s*(\d+) \(should be (\d+)\)", re.M)
+_AIFF_SHORT = re.compile(r"Chunk size (\d+) > file length (\d+)|'COMM' chunk \((\d+)\) not equal")
+# Streaming writers put these placeholders in the size field when the length is unknown.
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)
+
+
+def _truncation(f: sf.SoundFile, *, n_read: int) -> str | None:
+    """Describe how a file is cut short, or return ``None`` when it is complete.
+
+    Two signs: the container header declares more audio bytes than the file holds (wav, au, aiff;
+    size placeholders of streaming writers excepted), or the decoder announced more frames than
+    it delivered (mp3 with a Xing/LAME header) by more than 1% and one mp3 frame (1152 samples).
+    """
+    info = f.extra_info
+    for declared, actual in _DECLARED_VS_ACTUAL.findall(info):
+        if int(declared) > int(actual) and int(declared) not in _UNKNOWN_SIZES:
+            return f"header declares {declared} audio bytes, file holds {actual}"
+    if _AIFF_SHORT.search(info):
+        return "aiff sound data is shorter than its header declares"
+    shortfall = f.frames - n_read
+    if f.frames > 0 and shortfall > max(1152, 0.01 * f.frames):
+        return f"header announces {f.frames} frames, only {n_read} decode"
+    return None
+
+
+# Opened by *path*, libsndfile reads an unrecognised file named ``.au``/``.snd`` as headerless
+# 8 kHz mu-law, so random bytes would "decode" as noise; the fallback hides those extensions.
+_RAW_GUESS_EXTENSIONS = ("au", "snd")
+
+
 def _decode_fallback(data: bytes, *, ext: str, first_error: Exception) -> tuple[np.ndarray, int]:
     """Try librosa (audioread) on formats libsndfile refused; it needs a real file."""
+    suffix = "." + (ext if ext and ext not in _RAW_GUESS_EXTENSIONS else "bin")
     try:
         import librosa  # deferred: heavy import, rarely needed
 
-        with tempfile.NamedTemporaryFile(suffix="." + (ext or "bin")) as tmp:
+        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp, warnings.catch_warnings():
+            # librosa warns "PySoundFile failed" and about audioread's deprecation on every call.
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             tmp.write(data)
             tmp.flush()
             y, sr = librosa.load(tmp.name, sr=None, mono=False, dtype=np.float32)
     except Exception as fallback_error:
+        detail = str(fallback_error) or "no decoder could read it"
         raise AudioError(
             "decode_error",
-            f"libsndfile: {first_error}; fallback: {type(fallback_error).__name__}: {fallback_error}",
+            f"libsndfile: {first_error}; fallback: {type(fallback_error).__name__}: {detail}",
         ) from None
     y = np.atleast_2d(y)
     return np.ascontiguousarray(y.T), int(sr)
@@ -137,12 +182,19 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
 def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
     """Resample mono float32 audio with soxr (``HQ``, librosa's default ``soxr_hq``).
 
+    The result has ``ceil(len(y) * target_sr / orig_sr)`` samples, exactly as
+    ``librosa.resample(res_type="soxr_hq")``, which trims or zero-pads soxr's output by a sample.
     Returns ``y`` unchanged when the rates are equal.
     """
     if orig_sr == target_sr:
         return np.asarray(y, dtype=np.float32)
-    out = soxr.resample(y, orig_sr, target_sr, quality="HQ")
-    return np.asarray(out, dtype=np.float32)
+    n_out = int(np.ceil(len(y) * float(target_sr) / orig_sr))
+    out = np.asarray(soxr.resample(y, orig_sr, target_sr, quality="HQ"), dtype=np.float32)
+    if len(out) > n_out:
+        out = out[:n_out]
+    elif len(out) < n_out:
+        out = np.pad(out, (0, n_out - len(out)))
+    return out
 
 
 def load_mono(data: bytes, *, params: SpectrogramParams, name: str = "") -> np.ndarray:

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 from typing import Any, Mapping
 
 __all__ = [
@@ -49,6 +50,9 @@ FEATURE_URI = "uri"
 FEATURE_SPLIT = "split"
 
 _LOG_KINDS = ("db", "log1p")
+_INT_FIELDS = ("sample_rate", "n_fft", "hop_length", "n_mels")
+_FLOAT_FIELDS = ("fmin", "segment_seconds", "segment_hop_seconds", "amin", "min_tail_fraction")
+_OPTIONAL_FLOAT_FIELDS = ("fmax", "top_db")
 
 
 class ParameterMismatchError(ValueError):
@@ -104,7 +108,9 @@ class SpectrogramParams:
     min_tail_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self._normalise_types()
+        if problems:
+            raise ValueError("invalid spectrogram parameters: " + "; ".join(problems))
         if self.sample_rate <= 0:
             problems.append(f"sample_rate must be positive, got {self.sample_rate}")
         if self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
@@ -127,6 +133,33 @@ class SpectrogramParams:
             problems.append("segment_seconds is shorter than half an FFT window")
         if problems:
             raise ValueError("invalid spectrogram parameters: " + "; ".join(problems))
+
+    def _normalise_types(self) -> list[str]:
+        """Store integers as ``int`` and reals as ``float`` (so ``fmin=0`` and ``fmin=0.0`` give
+        the same dict and fingerprint); return a problem per value of the wrong type."""
+        problems = []
+
+        def _set(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        def _real(value: Any) -> bool:
+            return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if _real(value) and float(value).is_integer():
+                _set(name, int(value))
+            else:
+                problems.append(f"{name} must be an integer, got {value!r}")
+        for name in _FLOAT_FIELDS + _OPTIONAL_FLOAT_FIELDS:
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL_FLOAT_FIELDS:
+                continue
+            if _real(value) and math.isfinite(value):
+                _set(name, float(value))
+            else:
+                problems.append(f"{name} must be a finite number, got {value!r}")
+        return problems
 
     # Derived sizes -------------------------------------------------------------------------------
     @property

@@ -1,0 +1,141 @@
+"""Options shared by the Beam jobs: spectrogram parameters and the choice of runner.
+
+Runner rule: when the command line names no ``--runner``, genreflow does not let Beam pick (Beam
+2.77's DirectRunner tries to download the Prism runner and silently falls back to another runner
+when offline, so the same command would run differently on a laptop and in CI).  It runs the
+``FnApiRunner`` explicitly, with one worker process per CPU core
+(``--direct_running_mode=multi_processing --direct_num_workers=<cores>``), or in-process when an
+input or output lives on ``memory://`` (a worker process cannot see the launcher's memory
+filesystem).  Any ``--runner`` and every other standard Beam option given by the user pass through
+unchanged, and ``--direct_running_mode``/``--direct_num_workers`` given by the user win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.spec import SpectrogramParams
+
+__all__ = [
+    "add_spectrogram_args",
+    "params_from_args",
+    "pipeline_options",
+    "has_option",
+    "needs_in_process",
+    "DEFAULT_LOCAL_RUNNER",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LOCAL_RUNNER = "FnApiRunner"
+
+
+def add_spectrogram_args(parser: argparse.ArgumentParser) -> None:
+    """Add one option per :class:`SpectrogramParams` field (defaults from the dataclass)."""
+    d = SpectrogramParams()
+    g = parser.add_argument_group("spectrogram", "log-mel and segment parameters (stored in metadata.json)")
+    g.add_argument("--sample-rate", "--sample_rate", type=int, default=d.sample_rate,
+                   help=f"target sample rate in Hz; audio is mixed to mono and resampled (default {d.sample_rate})")
+    g.add_argument("--n-fft", "--n_fft", type=int, default=d.n_fft, help=f"FFT window in samples (default {d.n_fft})")
+    g.add_argument("--hop-length", "--hop_length", type=int, default=d.hop_length,
+                   help=f"STFT hop in samples (default {d.hop_length})")
+    g.add_argument("--n-mels", "--n_mels", type=int, default=d.n_mels, help=f"mel bands (default {d.n_mels})")
+    g.add_argument("--fmin", type=float, default=d.fmin, help=f"lowest mel frequency in Hz (default {d.fmin:g})")
+    g.add_argument("--fmax", type=float, default=d.fmax, help="highest mel frequency in Hz (default: sample_rate/2)")
+    g.add_argument("--segment-seconds", "--segment_seconds", type=float, default=d.segment_seconds,
+                   help=f"segment length in seconds (default {d.segment_seconds:g})")
+    g.add_argument("--segment-hop-seconds", "--segment_hop_seconds", type=float, default=None,
+                   help="distance between segment starts in seconds (default: the segment length, no overlap)")
+    g.add_argument("--log", choices=("db", "log1p"), default=d.log,
+                   help="log compression: db = librosa.power_to_db(ref=1.0), log1p = log(1+S) (default db)")
+    g.add_argument("--top-db", "--top_db", type=float, default=d.top_db,
+                   help=f"dB range kept below each segment's peak; 0 or less keeps all (default {d.top_db:g})")
+    g.add_argument("--min-tail-fraction", "--min_tail_fraction", type=float, default=d.min_tail_fraction,
+                   help="a trailing partial segment (or a whole clip shorter than one segment) at least this "
+                        "fraction of a segment is zero-padded and kept; shorter is dropped (a clip: dead letter "
+                        f"too_short) (default {d.min_tail_fraction:g})")
+
+
+def params_from_args(args: argparse.Namespace) -> SpectrogramParams:
+    """Build :class:`SpectrogramParams` from :func:`add_spectrogram_args` options.
+
+    Raises
+    ------
+    ValueError
+        From the dataclass's validation, naming every bad value.
+    """
+    top_db = args.top_db if args.top_db is not None and args.top_db > 0 else None
+    return SpectrogramParams(
+        sample_rate=args.sample_rate,
+        n_fft=args.n_fft,
+        hop_length=args.hop_length,
+        n_mels=args.n_mels,
+        fmin=args.fmin,
+        fmax=args.fmax,
+        segment_seconds=args.segment_seconds,
+        segment_hop_seconds=args.segment_hop_seconds if args.segment_hop_seconds is not None else args.segment_seconds,
+        log=args.log,
+        top_db=top_db,
+        min_tail_fraction=args.min_tail_fraction,
+    )
+
+
+def has_option(beam_args: Sequence[str], name: str) -> bool:
+    """Whether ``--name`` (``--name=v`` or ``--name v``) is among ``beam_args``."""
+    flag = "--" + name
+    return any(a == flag or a.startswith(flag + "=") for a in beam_args)
+
+
+def _drop_option(args: Sequence[str], name: str) -> list[str]:
+    """``args`` without ``--name=v`` / ``--name v``."""
+    flag, out, skip = "--" + name, [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
+def needs_in_process(uris: Sequence[str]) -> bool:
+    """True when any of ``uris`` is on ``memory://``, which only the launcher process can see."""
+    return any(u.startswith("memory://") for u in uris)
+
+
+def pipeline_options(beam_args: Sequence[str], *, needs_in_process: bool = False) -> PipelineOptions:
+    """Beam options from the arguments the job did not parse itself, with an explicit local runner.
+
+    Parameters
+    ----------
+    beam_args : sequence of str
+        Remaining command-line arguments (standard Beam options); passed through unchanged.
+    needs_in_process : bool
+        Run the default local runner in the launcher process (required for ``memory://``).
+
+    Returns
+    -------
+    PipelineOptions
+        With ``--runner FnApiRunner`` and the multi-process settings added when the user gave no
+        ``--runner`` (see the module docstring).
+    """
+    args = list(beam_args)
+    if not has_option(args, "runner"):
+        args += ["--runner", DEFAULT_LOCAL_RUNNER]
+        if needs_in_process:
+            if has_option(args, "direct_running_mode") or has_option(args, "direct_num_workers"):
+                logger.warning("memory:// paths need the in-process runner; ignoring --direct_* options")
+            args = _drop_option(_drop_option(args, "direct_running_mode"), "direct_num_workers")
+            args += ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
+        else:
+            if not has_option(args, "direct_running_mode"):
+                args += ["--direct_running_mode", "multi_processing"]
+            if not has_option(args, "direct_num_workers"):
+                args += ["--direct_num_workers", str(os.cpu_count() or 1)]
+    return PipelineOptions(args)

@@ -1,0 +1,286 @@
+"""The featurize job end to end, read back with tf.data and pyarrow, plus its plain helpers."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import glob
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import featurize
+from transforms import spec
+from transforms.deadletters import DeadLetter
+from transforms.metadata import read_metadata
+from transforms.records import make_rows, table_to_rows, tf_feature_description
+from transforms.shards import TFRecordShardWriter, open_shard_writer
+from transforms.sources import TrackRef
+from transforms.spec import SpectrogramParams
+
+IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+SHORT = ["--segment-seconds", "1"]  # 2.5 s clips -> 2 full segments + a 0.5 s tail that is kept
+
+
+# Readers (independent of the writers: tf.data and pyarrow) ---------------------------------------
+def read_tfrecords(paths, params):
+    import tensorflow as tf
+
+    description = tf_feature_description(params)
+    rows = []
+    for path in paths:
+        for raw in tf.data.TFRecordDataset([path], compression_type="GZIP"):
+            ex = tf.io.parse_single_example(raw, description)
+            row = {k: v.numpy() for k, v in ex.items()}
+            for k in (spec.FEATURE_TRACK_ID, spec.FEATURE_URI, spec.FEATURE_LABEL, spec.FEATURE_SPLIT):
+                row[k] = row[k].decode()
+            row[spec.FEATURE_MEL] = row[spec.FEATURE_MEL].reshape(tuple(row[spec.FEATURE_MEL_SHAPE]))
+            row["_file"] = os.path.basename(path)
+            rows.append(row)
+    return rows
+
+
+def read_parquet(paths):
+    rows = []
+    for path in paths:
+        table = pq.read_table(path)
+        for row in table_to_rows(table):
+            row["_file"] = os.path.basename(path)
+            rows.append(row)
+    return rows
+
+
+def read_dataset(out):
+    md = read_metadata(str(out))
+    paths = [os.path.join(out, name) for names in md.shards.values() for name in names]
+    assert all(os.path.exists(p) for p in paths), "metadata lists a missing shard"
+    rows = read_tfrecords(paths, md.spectrogram) if md.format == "tfrecord" else read_parquet(paths)
+    return md, rows
+
+
+def check_consistent(md, rows):
+    """Rows agree with metadata: counts, vocabulary, label index, one split (and its files) per track."""
+    assert md.labels == sorted(md.labels)
+    splits_of = collections.defaultdict(set)
+    for row in rows:
+        splits_of[row[spec.FEATURE_TRACK_ID]].add(row[spec.FEATURE_SPLIT])
+        assert row["_file"].startswith(row[spec.FEATURE_SPLIT] + "-")
+        assert md.labels[row[spec.FEATURE_LABEL_INDEX]] == row[spec.FEATURE_LABEL]
+        assert row[spec.FEATURE_MEL].shape == md.spectrogram.mel_shape
+        assert np.isfinite(row[spec.FEATURE_MEL]).all()
+    assert all(len(s) == 1 for s in splits_of.values()), "a track's segments are in several splits"
+    for split in spec.SPLITS:
+        in_split = [r for r in rows if r[spec.FEATURE_SPLIT] == split]
+        assert md.counts[split]["segments"] == len(in_split)
+        assert md.counts[split]["tracks"] == len({r[spec.FEATURE_TRACK_ID] for r in in_split})
+        for label, c in md.counts[split]["by_label"].items():
+            assert c["segments"] == sum(r[spec.FEATURE_LABEL] == label for r in in_split)
+    assert md.inputs["matched"] == md.inputs["featurized"] + md.inputs["failed"]
+    assert md.inputs["failed"] == sum(md.failures.values())
+
+
+def no_staging_left(out):
+    return not glob.glob(os.path.join(out, featurize.STAGING_PREFIX + "*"))
+
+
+# Plain helpers -------------------------------------------------------------------------------------
+def test_plan_shards_balances_tracks_and_keeps_each_in_one_shard():
+    refs = [TrackRef(uri=f"/d/{i}.wav", track_id=f"g/{i:03d}", split="train" if i % 5 else "test") for i in range(53)]
+    plan = featurize.plan_shards(refs, num_shards=4)
+    assert plan["validation"] == []  # no tracks, no shards
+    assert len(plan["train"]) == 4 and len(plan["test"]) == 4
+    sizes = [len(s) for s in plan["train"]]
+    assert max(sizes) - min(sizes) <= 1
+    placed = [r.track_id for shards in plan.values() for shard in shards for r in shard]
+    assert sorted(placed) == sorted(r.track_id for r in refs)
+    auto = featurize.plan_shards(refs, num_shards=0)
+    assert len(auto["train"]) == featurize.auto_num_shards(42) == 3
+
+
+def test_summary_merges_like_a_single_pass():
+    items = [
+        {"track_id": f"t{i}", "split": spec.SPLITS[i % 3], "label": "ab"[i % 2], "segments": i, "seconds": 1.5 * i}
+        for i in range(10)
+    ] + [DeadLetter(uri=f"/x/{i}", stage="decode", reason=r, message="m") for i, r in enumerate("xxy")]
+    whole = featurize._empty_summary()
+    for item in items:
+        featurize.merge_summary(whole, item)
+    fn = featurize._SummaryFn()
+    halves = [fn.create_accumulator(), fn.create_accumulator()]
+    for i, item in enumerate(items):
+        fn.add_input(halves[i % 2], item)
+    merged = fn.extract_output(fn.merge_accumulators(halves))
+    assert json.dumps(merged, sort_keys=True) == json.dumps(whole, sort_keys=True)
+    assert whole["failures"] == {"x": 2, "y": 1} and whole["featurized"] == 10
+    assert whole["counts"]["train"]["segments"] == 0 + 3 + 6 + 9
+
+
+@pytest.mark.parametrize("fmt", ["tfrecord", "parquet"])
+def test_empty_shards_are_valid_files(tmp_path, fmt):
+    params = SpectrogramParams(segment_seconds=1.0)
+    path = str(tmp_path / f"empty{'.tfrecord.gz' if fmt == 'tfrecord' else '.parquet'}")
+    out = list(featurize.write_shard([], uri=path, fmt=fmt, params=params, labels=[]))
+    assert out == [] and os.path.getsize(path) > 0
+    rows = read_tfrecords([path], params) if fmt == "tfrecord" else read_parquet([path])
+    assert rows == []
+    if fmt == "parquet":
+        assert pq.read_schema(path).field(spec.FEATURE_MEL).type.list_size == np.prod(params.mel_shape)
+
+
+@pytest.mark.parametrize("fmt", ["tfrecord", "parquet"])
+def test_shard_writers_round_trip(tmp_path, fmt):
+    params = SpectrogramParams(segment_seconds=1.0)
+    rng = np.random.default_rng(0)
+    mels = rng.normal(size=(70, *params.mel_shape)).astype(np.float32)  # > one Parquet row group
+    rows = make_rows(mels, params=params, track_id="t", uri="/t.wav", label="rock", label_index=2, split="test")
+    path = str(tmp_path / ("s.tfrecord.gz" if fmt == "tfrecord" else "s.parquet"))
+    writer = open_shard_writer(path, fmt=fmt, params=params)
+    writer.write(rows[:30])
+    writer.write(rows[30:])
+    writer.close()
+    back = read_tfrecords([path], params) if fmt == "tfrecord" else read_parquet([path])
+    assert len(back) == 70
+    np.testing.assert_array_equal(np.stack([r[spec.FEATURE_MEL] for r in back]), mels)
+    assert [r[spec.FEATURE_SEGMENT_INDEX] for r in back] == list(range(70))
+    assert isinstance(writer, TFRecordShardWriter) == (fmt == "tfrecord")
+
+
+# End to end ----------------------------------------------------------------------------------------
+def librosa_reference(path, params, start):
+    """Log-mel of samples [start, start+n) of ``path``, zero-padded to a segment, by librosa."""
+    import librosa
+
+    y, _ = librosa.load(path, sr=params.sample_rate, mono=True)
+    seg = np.zeros(params.segment_samples, np.float32)
+    piece = y[start : start + params.segment_samples]
+    seg[: len(piece)] = piece
+    S = librosa.feature.melspectrogram(y=seg, sr=params.sample_rate, n_fft=params.n_fft,
+                                       hop_length=params.hop_length, n_mels=params.n_mels)
+    return librosa.power_to_db(S, ref=1.0, amin=params.amin, top_db=params.top_db)
+
+
+@pytest.mark.slow
+def test_tfrecord_end_to_end_matches_librosa(tmp_path, gtzan_tree):
+    root, files = gtzan_tree
+    out = str(tmp_path / "out")
+    result = featurize.run(["--input", f"{root}/**/*", "--output", out, "--format", "tfrecord",
+                            "--num-shards", "2", *SHORT, *IN_PROCESS])
+    md, rows = read_dataset(out)
+    check_consistent(md, rows)
+    assert result.metadata.to_dict()["counts"] == md.to_dict()["counts"]
+    assert md.labels == ["blues", "jazz", "rock"]
+    assert md.inputs == {"matched": 6, "featurized": 6, "failed": 0}
+    assert len(rows) == 6 * 3  # every format decoded; 2.5 s -> 2 full segments + a kept 0.5 s tail
+    assert sum(md.counts[s]["tracks"] for s in spec.SPLITS) == 6
+    for row in rows:
+        assert row[spec.FEATURE_LABEL] == files[row[spec.FEATURE_URI]]
+    # the stored log-mel equals librosa's, including the zero-padded tail segment
+    wav = next(p for p in files if p.endswith(".wav"))
+    params = md.spectrogram
+    for row in (r for r in rows if r[spec.FEATURE_URI] == wav):
+        start = int(round(row[spec.FEATURE_START_SECONDS] * params.sample_rate))
+        assert start == row[spec.FEATURE_SEGMENT_INDEX] * params.segment_hop_samples
+        np.testing.assert_allclose(row[spec.FEATURE_MEL], librosa_reference(wav, params, start), atol=2e-3)
+    assert os.path.getsize(os.path.join(out, "errors", "dead_letters-00000-of-00001.jsonl")) == 0
+    assert no_staging_left(out)
+    assert result.beam_metrics.get("segments") == 18  # counters, where the runner reports them
+
+
+@pytest.mark.slow
+def test_parquet_end_to_end_on_default_multiprocess_runner(tmp_path, make_gtzan_tree):
+    root = tmp_path / "corpus"
+    make_gtzan_tree(root, genres=("disco", "metal", "pop"), per_genre=4, seconds=1.5, formats=("wav", "flac"))
+    out = str(tmp_path / "out")
+    result = featurize.run(["--input", f"{root}/*/*.wav", "--input", f"{root}/**.flac", "--output", out,
+                            "--format", "parquet", "--split", "0.5,0.25,0.25", "--num-shards", "4", *SHORT])
+    assert result.runner == "FnApiRunner"
+    md, rows = read_dataset(out)
+    check_consistent(md, rows)
+    assert md.inputs == {"matched": 12, "featurized": 12, "failed": 0}
+    assert len(rows) == 12 * 2  # 1 full segment + a 0.5 s tail (exactly half a segment: kept)
+    for split, names in md.shards.items():
+        expected = 4 if md.counts[split]["tracks"] else 0
+        assert len(names) == expected and all(f"-of-{expected:05d}.parquet" in n for n in names)
+    assert sorted(os.listdir(out)) == sorted(["errors", "metadata.json", *[n for v in md.shards.values() for n in v]])
+    assert md.extra["split_fractions"] == [0.5, 0.25, 0.25]
+
+
+@pytest.mark.slow
+def test_manifest_split_column_wins_and_rerun_replaces_output(tmp_path, make_gtzan_tree):
+    files = make_gtzan_tree(tmp_path / "c", genres=("a", "b"), per_genre=3, seconds=1.0)
+    manifest = tmp_path / "tracks.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["uri", "label", "split", "track_id"])
+        for i, path in enumerate(sorted(files)):
+            w.writerow([path, files[path].upper(), ["test", "validation", ""][i % 3], f"id{i}"])
+    out = str(tmp_path / "out")
+    featurize.run(["--manifest", str(manifest), "--output", out, "--format", "tfrecord", "--split", "1,0,0",
+                   *SHORT, *IN_PROCESS])
+    featurize.run(["--manifest", str(manifest), "--output", out, "--format", "parquet", "--split", "1,0,0",
+                   *SHORT, *IN_PROCESS])
+    md, rows = read_dataset(out)
+    check_consistent(md, rows)
+    assert md.format == "parquet" and not glob.glob(os.path.join(out, "*.tfrecord.gz"))
+    assert md.labels == ["A", "B"]
+    by_track = {r[spec.FEATURE_TRACK_ID]: r[spec.FEATURE_SPLIT] for r in rows}
+    assert by_track == {f"id{i}": ["test", "validation", "train"][i % 3] for i in range(6)}
+
+
+@pytest.mark.slow
+def test_failed_runs_never_leave_metadata_describing_missing_shards(tmp_path, gtzan_tree, monkeypatch):
+    root, _ = gtzan_tree
+    out = str(tmp_path / "out")
+    common = ["--input", f"{root}/**", "--output", out, *SHORT, *IN_PROCESS]
+    argv = [*common, "--num-shards", "2"]
+    featurize.run(argv)
+    before = read_metadata(out)
+
+    def broken_writer(*args, **kwargs):
+        raise OSError("disk full")
+
+    # 1. the pipeline fails: the previous output stays complete and consistent
+    monkeypatch.setattr(featurize, "open_shard_writer", broken_writer)
+    with pytest.raises(Exception, match="disk full"):
+        featurize.run([*common, "--num-shards", "3"])
+    md, rows = read_dataset(out)
+    assert md.to_dict()["shards"] == before.to_dict()["shards"] and len(rows) == md.inputs["featurized"] * 3
+    assert no_staging_left(out)
+    monkeypatch.undo()
+
+    # 2. publishing fails after the old metadata was retired: no metadata.json at all
+    def broken_metadata(*args, **kwargs):
+        raise OSError("network down")
+
+    monkeypatch.setattr(featurize, "write_metadata", broken_metadata)
+    with pytest.raises(OSError, match="network down"):
+        featurize.run(argv)
+    assert not os.path.exists(os.path.join(out, "metadata.json"))
+    with pytest.raises(FileNotFoundError, match="metadata.json is written last"):
+        read_metadata(out)
+    assert no_staging_left(out)
+
+
+@pytest.mark.slow
+def test_real_recordings_featurize_without_failure(tmp_path, shared_audio):
+    gtzan = shared_audio / "gtzan-dev"
+    out = str(tmp_path / "out")
+    # one clip per genre (GTZAN layout -> label) plus a few short librosa-data recordings (16 kHz
+    # mono speech, 44.1 kHz stereo music, a 2.7 s clip) with awkward names, picked by a brace set
+    librosa_data = f"{shared_audio}/librosa-data/{{198,3436,5703,456440,sorohanro}}*.ogg"
+    featurize.run(["--input", f"{gtzan}/*/*.00000.wav", "--input", librosa_data,
+                   "--output", out, "--format", "parquet", "--max-error-fraction", "0", *IN_PROCESS])
+    md, rows = read_dataset(out)
+    check_consistent(md, rows)
+    genres = sorted(p.name for p in gtzan.iterdir() if p.is_dir())
+    n_ogg = 5
+    assert md.inputs == {"matched": len(genres) + n_ogg, "featurized": len(genres) + n_ogg, "failed": 0}
+    assert md.labels == sorted(genres + ["librosa-data"])
+    for genre in genres:
+        tracks = {r[spec.FEATURE_TRACK_ID] for r in rows if r[spec.FEATURE_LABEL] == genre}
+        assert tracks == {f"{genre}/{genre}.00000.wav"}
+    # a 30 s GTZAN clip makes ten 3 s segments (its last ~0.01 s tail is dropped)
+    assert sum(r[spec.FEATURE_LABEL] == "blues" for r in rows) == 10

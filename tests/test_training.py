@@ -1,0 +1,178 @@
+"""The trainer end to end on tiny generated data: learning, export, evaluation, resume after a kill."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+import trainutil  # noqa: E402
+from training import evaluate, export, train  # noqa: E402
+from training.model import EMBEDDING_LAYER, build_model, make_normalizer  # noqa: E402
+from transforms.metadata import read_metadata, read_model_card  # noqa: E402
+from transforms.spec import ParameterMismatchError  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--freq-mask", "3", "--time-mask", "3", "--batch-size", "16", "--warmup-epochs", "1", "--verbose", "0"]
+
+
+def _sha16(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("data"))
+    trainutil.write_dataset(d, fmt="tfrecord", seed=1)
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("model"))
+    summary = train.run(["--data", dataset, "--model-dir", model_dir, "--epochs", "8", "--learning-rate", "0.005", *TINY])
+    return model_dir, summary
+
+
+@pytest.mark.slow
+def test_training_learns_and_writes_a_complete_model_dir(dataset, trained):
+    model_dir, summary = trained
+    metrics = json.load(open(os.path.join(model_dir, "metrics.json")))
+    assert metrics["split"] == "test"
+    assert metrics["track"]["n"] == 9  # 3 test tracks x 3 labels
+    assert metrics["track"]["balanced_accuracy"] >= 0.8  # chance is 1/3
+    assert metrics["segment"]["accuracy"] >= 0.7
+    for name in ("model.keras", "model.json", "history.csv", "training_curves.png",
+                 "confusion_track.png", "confusion_segment.json"):
+        assert os.path.getsize(os.path.join(model_dir, name)) > 0, name
+    assert not os.path.exists(os.path.join(model_dir, "backup"))  # removed after a finished run
+    assert os.listdir(os.path.join(model_dir, "logs"))  # TensorBoard
+
+    card = read_model_card(model_dir)
+    md = read_metadata(dataset)
+    assert card.labels == md.labels
+    assert card.spectrogram == md.spectrogram
+    assert card.spectrogram.to_dict() == json.load(open(os.path.join(dataset, "metadata.json")))["spectrogram"]
+    assert card.input_shape == list(md.spectrogram.mel_shape)
+    assert card.embedding_layer == EMBEDDING_LAYER
+    assert card.data_fingerprint == _sha16(os.path.join(dataset, "metadata.json"))
+    assert card.model_version == _sha16(os.path.join(model_dir, "model.keras")) == summary["model_version"]
+    assert card.metrics["track_balanced_accuracy"] == metrics["track"]["balanced_accuracy"]
+    assert summary["epochs_run"] == list(range(8))
+
+
+@pytest.mark.slow
+def test_evaluate_cli_reproduces_training_metrics(dataset, trained, tmp_path):
+    model_dir, _ = trained
+    assert evaluate.main(["--data", dataset, "--model-dir", model_dir, "--output", str(tmp_path)]) == 0
+    again = json.load(open(tmp_path / "metrics.json"))
+    first = json.load(open(os.path.join(model_dir, "metrics.json")))
+    for level in ("segment", "track"):
+        assert again[level]["confusion_matrix"] == first[level]["confusion_matrix"]
+    assert (tmp_path / "confusion_track.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_mismatched_spectrogram_parameters_are_rejected(trained, tmp_path):
+    model_dir, _ = trained
+    other = trainutil.TINY_PARAMS.__class__(**{**trainutil.TINY_PARAMS.to_dict(), "top_db": 60.0})
+    trainutil.write_dataset(str(tmp_path), params=other, tracks={"test": 1})
+    with pytest.raises(ParameterMismatchError, match="top_db: 80.0 != 60.0"):
+        evaluate.evaluate_model_dir(model_dir, str(tmp_path), split="test")
+    assert evaluate.main(["--data", str(tmp_path), "--model-dir", model_dir]) == 2
+
+
+@pytest.mark.slow
+def test_exported_model_loads_without_genreflow_in_keras_and_beam(trained, tmp_path):
+    """The label job's view: plain keras and Beam's TFModelHandlerNumpy, nothing from training/."""
+    model_dir, _ = trained
+    rng = np.random.default_rng(0)
+    x = rng.normal(-40, 10, size=(5, *trainutil.TINY_PARAMS.mel_shape)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(
+        f"""
+        import json, sys, numpy as np, keras
+        from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
+        path = {os.path.join(model_dir, "model.keras")!r}
+        x = np.load({str(tmp_path / "x.npy")!r})
+        a = np.asarray(keras.models.load_model(path)(x, training=False))
+        handler = TFModelHandlerNumpy(model_uri=path)
+        results = handler.run_inference(list(x), handler.load_model())
+        b = np.stack([np.asarray(r.inference) for r in results])
+        assert not any(m == "training" or m.startswith("training.") for m in sys.modules)
+        np.save({str(tmp_path / "a.npy")!r}, a); np.save({str(tmp_path / "b.npy")!r}, b)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), check=True, timeout=300)
+    ours = export.predict_proba(export.load_model_dir(model_dir).model, x)
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), ours, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), ours, rtol=1e-5, atol=1e-6)
+
+
+def test_export_load_round_trip_gives_identical_predictions(dataset, tmp_path):
+    md = read_metadata(dataset)
+    rng = np.random.default_rng(3)
+    x = rng.normal(-40, 10, size=(7, *md.spectrogram.mel_shape)).astype(np.float32)
+    norm = make_normalizer()
+    norm.adapt(x)
+    model = build_model(input_shape=md.spectrogram.mel_shape, n_classes=len(md.labels), normalizer=norm)
+    before = export.predict_proba(model, x)
+    card = export.save_model_dir(str(tmp_path), model=model, metadata=md, data_dir=dataset, embedding_layer=EMBEDDING_LAYER)
+    loaded = export.load_model_dir(str(tmp_path))
+    np.testing.assert_array_equal(export.predict_proba(loaded.model, x), before)
+    assert loaded.card.to_dict() == card.to_dict()
+    emb = export.embedding_model(loaded)(x)
+    assert emb.shape == (7, 64)
+    # normalisation is per mel band, learned from the data and saved in the model
+    mean = np.asarray(loaded.model.get_layer("band_normalization").mean).reshape(-1)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-4)
+
+
+def test_check_data_compatible_maps_labels_and_rejects_unknown(dataset):
+    md = read_metadata(dataset)
+    card = export.ModelCard(model_file="m.keras", model_version="x", labels=["blues", "disco", "jazz", "rock"],
+                            spectrogram=md.spectrogram, input_shape=list(md.spectrogram.mel_shape))
+    np.testing.assert_array_equal(export.check_data_compatible(card, md), [0, 2, 3])
+    card.labels = ["blues", "jazz"]
+    with pytest.raises(ParameterMismatchError, match="rock"):
+        export.check_data_compatible(card, md)
+
+
+KILL_SCRIPT = """
+import os, sys, keras
+from training import train
+
+class Kill(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == {kill_after}:
+            os._exit(17)
+
+train.train(train.parse_args(sys.argv[1:]), callbacks=[Kill()])
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_at_the_next_epoch(dataset, tmp_path):
+    model_dir = str(tmp_path / "model")
+    args = ["--data", dataset, "--model-dir", model_dir, "--epochs", "4", *TINY]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT.format(kill_after=1), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert killed.returncode == 17, killed.stderr[-2000:]
+    assert not os.path.exists(os.path.join(model_dir, "model.json"))
+    assert os.path.exists(os.path.join(model_dir, "backup"))
+
+    summary = train.run(args)
+    assert summary["epochs_run"] == [2, 3]
+    with open(os.path.join(model_dir, "history.csv")) as f:
+        epochs = [int(line.split(",")[0]) for line in f.read().splitlines()[1:]]
+    assert epochs == [0, 1, 2, 3]
+    assert read_model_card(model_dir).extra["epochs_completed"] == 4

@@ -1,0 +1,139 @@
+"""The trainer's input pipeline: shards of both formats -> tf.data, balancing, augmentation."""
+
+import collections
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+import trainutil  # noqa: E402
+from training import data  # noqa: E402
+from transforms.metadata import read_metadata  # noqa: E402
+
+LABELS = ("blues", "jazz", "rock")
+IMBALANCED = {"train": [6, 3, 1], "test": 1}
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    """The same rows written as TFRecord and as Parquet (3 shards each)."""
+    out = {}
+    for fmt in ("tfrecord", "parquet"):
+        d = str(tmp_path_factory.mktemp(fmt))
+        trainutil.write_dataset(d, fmt=fmt, labels=LABELS, tracks=IMBALANCED, n_shards=3, seed=7)
+        out[fmt] = d
+    return out
+
+
+def _sorted(split):
+    order = np.lexsort((split["segment_index"], split["track_id"].astype(str)))
+    return {k: v[order] for k, v in split.items()}
+
+
+def test_both_formats_give_the_rows_that_were_written(datasets):
+    written = trainutil.make_split_rows(
+        labels=sorted(LABELS), split="train", tracks_per_label=IMBALANCED["train"],
+        segments_per_track=4, params=trainutil.TINY_PARAMS, seed=7 * 100,
+    )
+    written.sort(key=lambda r: (r["track_id"], r["segment_index"]))
+    for fmt, d in datasets.items():
+        got = _sorted(data.load_split(d, metadata=read_metadata(d), split="train"))
+        assert got["mel"].shape == (len(written), *trainutil.TINY_PARAMS.mel_shape), fmt
+        np.testing.assert_array_equal(got["mel"], np.stack([r["mel"] for r in written]))
+        assert list(got["track_id"]) == [r["track_id"] for r in written]
+        assert list(got["label_index"]) == [r["label_index"] for r in written]
+        assert list(got["segment_index"]) == [r["segment_index"] for r in written]
+
+
+def test_training_order_reads_every_segment_once_per_epoch(datasets):
+    d = datasets["parquet"]
+    md = read_metadata(d)
+    ds = data.segments(d, metadata=md, split="train", shuffle_files=True, seed=3)
+    ids = [(e["track_id"].numpy(), int(e["segment_index"])) for e in ds]
+    assert len(ids) == len(set(ids)) == md.counts["train"]["segments"]
+
+
+def test_missing_split_is_a_clear_error(datasets):
+    d = datasets["tfrecord"]
+    with pytest.raises(ValueError, match="no 'validation' shards"):
+        data.segments(d, metadata=read_metadata(d), split="validation")
+
+
+def test_class_weights_from_metadata_counts(datasets):
+    md = read_metadata(datasets["tfrecord"])
+    # 24, 12 and 4 segments: weight = 40 / (3 * n)
+    np.testing.assert_allclose(data.class_weights(md), [40 / 72, 40 / 36, 40 / 12], rtol=1e-6)
+
+
+def _labels_of(ds, n_batches):
+    counts = collections.Counter()
+    for _, y, _ in ds.take(n_batches):
+        counts.update(np.argmax(y.numpy(), axis=1).tolist())
+    return counts
+
+
+def test_resample_balances_classes(datasets):
+    d = datasets["tfrecord"]
+    ds, steps = data.training_dataset(d, metadata=read_metadata(d), batch_size=30, balance="resample", seed=0)
+    counts = _labels_of(ds, 20)
+    fractions = np.array([counts[i] for i in range(3)]) / 600
+    np.testing.assert_allclose(fractions, 1 / 3, atol=0.07)
+    assert steps == 40 // 30
+
+
+def test_weights_mode_carries_class_weights(datasets):
+    d = datasets["parquet"]
+    md = read_metadata(d)
+    ds, _ = data.training_dataset(d, metadata=md, batch_size=8, balance="weights", seed=0)
+    expected = data.class_weights(md)
+    for _, y, w in ds.take(5):
+        np.testing.assert_allclose(w.numpy(), expected[np.argmax(y.numpy(), axis=1)], rtol=1e-6)
+
+
+def test_cap_limits_distinct_segments_per_class(datasets):
+    d = datasets["tfrecord"]
+    ds, steps = data.training_dataset(
+        d, metadata=read_metadata(d), batch_size=6, balance="none", max_segments_per_class=3, seed=0
+    )
+    seen = collections.defaultdict(set)
+    for x, y, _ in ds.take(30):
+        for mel, label in zip(x.numpy(), np.argmax(y.numpy(), axis=1)):
+            seen[int(label)].add(mel.tobytes())
+    assert {k: len(v) for k, v in seen.items()} == {0: 3, 1: 3, 2: 3}
+    assert steps == 9 // 6
+
+
+def test_spec_augment_masks_whole_bands_and_frames_with_band_means():
+    rng = np.random.default_rng(0)
+    mel = rng.normal(size=(4, 16, 20)).astype(np.float32)
+    aug = data.Augment(freq_masks=1, freq_mask_width=4, time_masks=1, time_mask_width=5)
+    out = data._spec_augment(tf.constant(mel), aug, seed=1).numpy()
+    band_mean = mel.mean(axis=2, keepdims=True)
+    for x, o, m in zip(mel, out, band_mean):
+        changed = o != x
+        rows = changed.all(axis=1)  # fully masked bands
+        cols = changed.all(axis=0)  # fully masked frames
+        assert rows.sum() <= 4 and cols.sum() <= 5
+        # every changed cell lies in a masked band or frame and holds its band's mean
+        np.testing.assert_array_equal(changed, rows[:, None] | cols[None, :])
+        np.testing.assert_allclose(o[changed], np.broadcast_to(m, o.shape)[changed], rtol=1e-5, atol=1e-6)
+
+
+def test_mixup_keeps_the_dominant_label():
+    rng = np.random.default_rng(1)
+    mel = tf.constant(rng.normal(size=(8, 4, 5)).astype(np.float32))
+    labels = np.arange(8) % 3
+    y = tf.one_hot(labels, 3)
+    w = tf.ones(8)
+    mx, my, mw = data._mixup(mel, y, w, 0.4, seed=2)
+    my = my.numpy()
+    np.testing.assert_allclose(my.sum(axis=1), 1.0, rtol=1e-6)
+    assert (my.max(axis=1) >= 0.5 - 1e-6).all()
+    lam = my[np.arange(8), labels]  # partner label differs from own except when equal
+    same = labels == labels[::-1]
+    lam_x = np.where(same, np.nan, lam)
+    # x = lam * x + (1 - lam) * x[reversed]
+    for i in np.flatnonzero(~same):
+        np.testing.assert_allclose(mx.numpy()[i], lam_x[i] * mel.numpy()[i] + (1 - lam_x[i]) * mel.numpy()[7 - i], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mw.numpy(), 1.0)

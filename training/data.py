@@ -1,0 +1,453 @@
+"""Featurize shards -> ``tf.data``: reading both shard formats, balancing and augmentation.
+
+The dataset directory is described by its ``metadata.json`` (:func:`transforms.metadata.read_metadata`):
+shapes, label vocabulary, shard names and per-label counts all come from there, never from options.
+
+Two layers:
+
+* :func:`segments` reads one split as a dataset of single segments, a dict with ``mel`` (float32,
+  ``(n_mels, n_frames)``), ``label_index`` (int64), ``track_id`` (string) and ``segment_index``
+  (int64), from TFRecord (``tf.data.TFRecordDataset``, parallel interleave over files) or Parquet
+  (pyarrow ``iter_batches`` in ``Dataset.from_generator``, interleaved per file).  Both formats give
+  the same elements (tested).
+* :func:`training_dataset` / :func:`eval_dataset` turn that into batches of ``(mel, one-hot label
+  [, sample weight])`` for Keras, with class balancing, shuffling, SpecAugment-style masking and
+  mixup (training only, so the exported model holds no augmentation layers), and prefetching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Iterator
+
+import numpy as np
+
+from transforms import spec
+from transforms.metadata import DatasetMetadata
+from transforms.spec import SpectrogramParams
+
+__all__ = [
+    "Augment",
+    "shard_paths",
+    "split_size",
+    "segments",
+    "class_weights",
+    "training_dataset",
+    "eval_dataset",
+    "mel_dataset",
+    "load_split",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Features kept from each stored segment.
+KEPT = (spec.FEATURE_MEL, spec.FEATURE_LABEL_INDEX, spec.FEATURE_TRACK_ID, spec.FEATURE_SEGMENT_INDEX)
+
+#: Rows per Parquet read and per batched TFRecord parse.
+READ_BATCH = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Training-time augmentation, applied per batch in the input pipeline.
+
+    Attributes
+    ----------
+    freq_masks : int
+        Frequency masks per segment (SpecAugment).
+    freq_mask_width : int
+        Largest frequency mask, in mel bands (each mask's width is uniform in ``[0, width]``).
+    time_masks : int
+        Time masks per segment.
+    time_mask_width : int
+        Largest time mask, in frames.
+    mixup_alpha : float
+        Beta(alpha, alpha) mixing of each segment with another of the batch (labels and sample
+        weights mixed alike); 0 disables mixup.
+    """
+
+    freq_masks: int = 2
+    freq_mask_width: int = 16
+    time_masks: int = 2
+    time_mask_width: int = 20
+    mixup_alpha: float = 0.0
+
+    @classmethod
+    def none(cls) -> "Augment":
+        """No augmentation at all."""
+        return cls(freq_masks=0, time_masks=0, mixup_alpha=0.0)
+
+
+def shard_paths(data_dir: str, metadata: DatasetMetadata, split: str) -> list[str]:
+    """Full paths of the shards of ``split`` (empty when the split has none)."""
+    root = data_dir.rstrip("/")
+    return [f"{root}/{name}" for name in metadata.shards.get(split, [])]
+
+
+def split_size(metadata: DatasetMetadata, split: str) -> int:
+    """Segments in ``split`` according to ``metadata.json`` (0 when absent)."""
+    return int(metadata.counts.get(split, {}).get("segments", 0))
+
+
+def _interleave_options(parallel: bool) -> dict[str, Any]:
+    """Parallel, non-deterministic interleave for training; sequential and ordered otherwise."""
+    import tensorflow as tf
+
+    return {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": False} if parallel else {}
+
+
+def _tfrecord_segments(paths: list[str], params: SpectrogramParams, *, parallel: bool) -> Any:
+    import tensorflow as tf
+
+    from transforms.records import tf_feature_description
+
+    description = {k: v for k, v in tf_feature_description(params).items() if k in KEPT}
+    shape = params.mel_shape
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, description)
+        parsed[spec.FEATURE_MEL] = tf.reshape(parsed[spec.FEATURE_MEL], (-1, *shape))
+        return parsed
+
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    records = files.interleave(
+        lambda p: tf.data.TFRecordDataset(p, compression_type="GZIP"),
+        cycle_length=max(1, min(len(paths), 8)),
+        **_interleave_options(parallel),
+    )
+    return records.batch(READ_BATCH).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+
+def _parquet_batches(path: str, params: SpectrogramParams) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of one Parquet shard as numpy arrays (mel reshaped to ``(n, n_mels, n_frames)``)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    if isinstance(path, bytes):
+        path = path.decode("utf-8")
+    with fsspec.open(path, "rb") as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH, columns=list(KEPT)):
+            mel = batch.column(spec.FEATURE_MEL).flatten().to_numpy(zero_copy_only=False)
+            yield {
+                spec.FEATURE_MEL: mel.astype(np.float32, copy=False).reshape(-1, *params.mel_shape),
+                spec.FEATURE_LABEL_INDEX: batch.column(spec.FEATURE_LABEL_INDEX).to_numpy().astype(np.int64),
+                spec.FEATURE_TRACK_ID: np.asarray(
+                    batch.column(spec.FEATURE_TRACK_ID).to_pylist(), dtype=object
+                ),
+                spec.FEATURE_SEGMENT_INDEX: batch.column(spec.FEATURE_SEGMENT_INDEX)
+                .to_numpy()
+                .astype(np.int64),
+            }
+
+
+def _parquet_segments(paths: list[str], params: SpectrogramParams, *, parallel: bool) -> Any:
+    import tensorflow as tf
+
+    signature = {
+        spec.FEATURE_MEL: tf.TensorSpec((None, *params.mel_shape), tf.float32),
+        spec.FEATURE_LABEL_INDEX: tf.TensorSpec((None,), tf.int64),
+        spec.FEATURE_TRACK_ID: tf.TensorSpec((None,), tf.string),
+        spec.FEATURE_SEGMENT_INDEX: tf.TensorSpec((None,), tf.int64),
+    }
+
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    batches = files.interleave(
+        lambda p: tf.data.Dataset.from_generator(
+            lambda q: _parquet_batches(q, params), args=(p,), output_signature=signature
+        ),
+        cycle_length=max(1, min(len(paths), 4)),
+        **_interleave_options(parallel),
+    )
+    return batches.unbatch()
+
+
+def segments(
+    data_dir: str,
+    *,
+    metadata: DatasetMetadata,
+    split: str,
+    shuffle_files: bool = False,
+    seed: int | None = None,
+) -> Any:
+    """One split as a ``tf.data.Dataset`` of single segments.
+
+    Parameters
+    ----------
+    data_dir : str
+        Featurize output directory (local path or any URL TensorFlow and fsspec read).
+    metadata : DatasetMetadata
+        Its ``metadata.json``.
+    split : str
+        ``train``, ``validation`` or ``test``.
+    shuffle_files : bool
+        Shuffle the shard order and read shards in parallel, non-deterministically (training).
+        ``False`` reads every shard in order, deterministically.
+    seed : int, optional
+        Seed of the shard shuffle.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Elements ``{"mel": float32 (n_mels, n_frames), "label_index": int64 (),
+        "track_id": string (), "segment_index": int64 ()}``.
+
+    Raises
+    ------
+    ValueError
+        When the split has no shards or the format is unknown.
+    """
+    import tensorflow as tf
+
+    paths = shard_paths(data_dir, metadata, split)
+    if not paths:
+        raise ValueError(
+            f"{data_dir} has no {split!r} shards (splits present: {sorted(k for k, v in metadata.shards.items() if v)})"
+        )
+    readers = {"tfrecord": _tfrecord_segments, "parquet": _parquet_segments}
+    if metadata.format not in readers:
+        raise ValueError(f"unknown shard format {metadata.format!r} in {data_dir}/metadata.json")
+    if shuffle_files:
+        order = np.random.default_rng(seed).permutation(len(paths))
+        paths = [paths[i] for i in order]
+    ds = readers[metadata.format](paths, metadata.spectrogram, parallel=shuffle_files)
+    mel_shape = metadata.spectrogram.mel_shape
+    return ds.map(
+        lambda e: {**e, spec.FEATURE_MEL: tf.ensure_shape(e[spec.FEATURE_MEL], mel_shape)}
+    )
+
+
+def class_weights(metadata: DatasetMetadata, *, split: str = "train") -> np.ndarray:
+    """Balanced class weights ``n_segments / (n_present_classes * n_segments_of_class)``.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (n_labels,)
+        Weight per label index; 0 for labels with no segments in ``split``.
+    """
+    by_label = metadata.counts.get(split, {}).get("by_label", {})
+    counts = np.array(
+        [by_label.get(label, {}).get("segments", 0) for label in metadata.labels], dtype=np.float64
+    )
+    present = counts > 0
+    weights = np.zeros(len(counts), np.float32)
+    if present.any():
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
+def _labeled(ds: Any, n_classes: int) -> Any:
+    """``(mel, label_index)`` pairs of labeled segments only (unlabeled ``-1`` dropped)."""
+    import tensorflow as tf
+
+    ds = ds.filter(lambda e: e[spec.FEATURE_LABEL_INDEX] >= 0)
+    return ds.map(
+        lambda e: (e[spec.FEATURE_MEL], tf.cast(e[spec.FEATURE_LABEL_INDEX], tf.int32)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def _spec_augment(mel: Any, augment: Augment, seed: int | None) -> Any:
+    """SpecAugment masks on a batch ``(batch, n_mels, n_frames)``; masked cells get the band mean."""
+    import tensorflow as tf
+
+    shape = tf.shape(mel)
+    batch, n_mels, n_frames = shape[0], shape[1], shape[2]
+    band_mean = tf.reduce_mean(mel, axis=2, keepdims=True)  # (batch, n_mels, 1)
+    keep = tf.ones_like(mel, dtype=tf.bool)
+
+    def masks(count, width, size, axis):
+        nonlocal keep
+        for _ in range(count):
+            w = tf.random.uniform((batch, 1, 1), 0, width + 1, dtype=tf.int32, seed=seed)
+            start = tf.random.uniform((batch, 1, 1), 0, 1, seed=seed)
+            start = tf.cast(start * tf.cast(tf.maximum(size - w, 1), tf.float32), tf.int32)
+            pos = tf.range(size)
+            pos = tf.reshape(pos, (1, -1, 1) if axis == 1 else (1, 1, -1))
+            keep = keep & ~((pos >= start) & (pos < start + w))
+
+    masks(augment.freq_masks, augment.freq_mask_width, n_mels, 1)
+    masks(augment.time_masks, augment.time_mask_width, n_frames, 2)
+    return tf.where(keep, mel, band_mean + tf.zeros_like(mel))
+
+
+def _mixup(mel: Any, y: Any, w: Any, alpha: float, seed: int | None) -> tuple[Any, Any, Any]:
+    """Mix each example with the batch reversed, ``lam ~ Beta(alpha, alpha)`` per example."""
+    import tensorflow as tf
+
+    batch = tf.shape(mel)[0]
+    a = tf.random.gamma((batch,), alpha, seed=seed)
+    b = tf.random.gamma((batch,), alpha, seed=seed)
+    lam = a / (a + b)
+    lam = tf.maximum(lam, 1.0 - lam)  # the first example dominates: its label stays the argmax
+    other = tf.reverse(tf.range(batch), axis=[0])
+    lx = tf.reshape(lam, (-1, 1, 1))
+    ly = tf.reshape(lam, (-1, 1))
+    mel = lx * mel + (1.0 - lx) * tf.gather(mel, other)
+    y = ly * y + (1.0 - ly) * tf.gather(y, other)
+    w = lam * w + (1.0 - lam) * tf.gather(w, other)
+    return mel, y, w
+
+
+def training_dataset(
+    data_dir: str,
+    *,
+    metadata: DatasetMetadata,
+    batch_size: int,
+    split: str = "train",
+    balance: str = "weights",
+    max_segments_per_class: int | None = None,
+    augment: Augment | None = None,
+    shuffle_buffer: int = 4096,
+    cache: bool = True,
+    seed: int | None = None,
+) -> tuple[Any, int]:
+    """Shuffled, balanced, augmented training batches, repeated without end.
+
+    Parameters
+    ----------
+    data_dir, metadata
+        The dataset (see :func:`segments`).
+    batch_size : int
+        Segments per batch (the global batch under a distribution strategy).
+    balance : {"weights", "resample", "none"}
+        ``weights``: every segment carries its class weight (:func:`class_weights`) as sample
+        weight.  ``resample``: classes are drawn with equal probability (small classes repeated,
+        large ones subsampled), sample weights 1.  ``none``: the data as it is.
+    max_segments_per_class : int, optional
+        Use at most this many segments of each class (the first ones in shard order).
+    augment : Augment, optional
+        Training augmentation; ``None`` for none.
+    shuffle_buffer : int
+        Shuffle buffer in segments (capped at the split size).
+    cache : bool
+        Keep the decoded segments in memory after the first epoch (for data that fits in RAM).
+    seed : int, optional
+        Seed for shuffling and augmentation.
+
+    Returns
+    -------
+    dataset : tf.data.Dataset
+        Endless batches ``(mel float32 (batch, n_mels, n_frames), y float32 (batch, n_labels),
+        sample_weight float32 (batch,))``.
+    steps_per_epoch : int
+        Batches that make one pass over the (capped or resampled) training data.
+    """
+    import tensorflow as tf
+
+    if balance not in ("weights", "resample", "none"):
+        raise ValueError(f"balance must be weights, resample or none, got {balance!r}")
+    n_classes = len(metadata.labels)
+    by_label = metadata.counts.get(split, {}).get("by_label", {})
+    counts = np.array([by_label.get(lab, {}).get("segments", 0) for lab in metadata.labels], np.int64)
+    if counts.sum() == 0:
+        counts = _count_labels(data_dir, metadata=metadata, split=split)
+    if max_segments_per_class:
+        counts = np.minimum(counts, max_segments_per_class)
+    present = np.flatnonzero(counts > 0)
+    if len(present) == 0:
+        raise ValueError(f"the {split!r} split of {data_dir} has no labeled segments")
+    if len(present) < 2:
+        logger.warning("only one class in the %s split: the model cannot learn to discriminate", split)
+
+    base = _labeled(segments(data_dir, metadata=metadata, split=split, shuffle_files=True, seed=seed), n_classes)
+    total = int(counts.sum())
+    if balance == "resample" or max_segments_per_class:
+        per_class = []
+        for c in present:
+            part = base.filter(lambda x, y, c=int(c): tf.equal(y, c))
+            if max_segments_per_class:
+                part = part.take(max_segments_per_class)
+            if cache:
+                part = part.cache()
+            per_class.append(part.shuffle(max(1, min(int(counts[c]), shuffle_buffer)), seed=seed).repeat())
+        if balance == "resample":
+            probs = [1.0 / len(present)] * len(present)
+        else:
+            probs = (counts[present] / total).tolist()
+        ds = tf.data.Dataset.sample_from_datasets(per_class, weights=probs, seed=seed)
+    else:
+        if cache:
+            base = base.cache()
+        ds = base.shuffle(max(1, min(total, shuffle_buffer)), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.repeat()
+
+    weights = class_weights(metadata, split=split) if balance == "weights" else np.ones(n_classes, np.float32)
+    if balance == "weights" and max_segments_per_class:
+        w = np.zeros(n_classes, np.float32)
+        w[present] = total / (len(present) * counts[present])
+        weights = w
+    weight_table = tf.constant(weights, tf.float32)
+    augment = augment or Augment.none()
+
+    def finish(mel, label):
+        y = tf.one_hot(label, n_classes, dtype=tf.float32)
+        w = tf.gather(weight_table, label)
+        if augment.freq_masks or augment.time_masks:
+            mel = _spec_augment(mel, augment, seed)
+        if augment.mixup_alpha > 0:
+            mel, y, w = _mixup(mel, y, w, augment.mixup_alpha, seed)
+        return mel, y, w
+
+    ds = ds.batch(batch_size, drop_remainder=True).map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    steps = max(1, total // batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE), steps
+
+
+def _count_labels(data_dir: str, *, metadata: DatasetMetadata, split: str) -> np.ndarray:
+    """Segments per label index by reading the split (when metadata.json has no counts)."""
+    counts = np.zeros(len(metadata.labels), np.int64)
+    for e in segments(data_dir, metadata=metadata, split=split).batch(1024):
+        idx = e[spec.FEATURE_LABEL_INDEX].numpy()
+        counts += np.bincount(idx[idx >= 0], minlength=len(counts))
+    return counts
+
+
+def eval_dataset(
+    data_dir: str, *, metadata: DatasetMetadata, split: str, batch_size: int, cache: bool = False
+) -> Any:
+    """Validation batches ``(mel, one-hot y)`` of labeled segments in shard order, no augmentation."""
+    import tensorflow as tf
+
+    n_classes = len(metadata.labels)
+    ds = _labeled(segments(data_dir, metadata=metadata, split=split), n_classes)
+    ds = ds.map(lambda x, y: (x, tf.one_hot(y, n_classes, dtype=tf.float32)))
+    if cache:
+        ds = ds.cache()
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def mel_dataset(
+    data_dir: str, *, metadata: DatasetMetadata, split: str, batch_size: int, limit: int | None = None
+) -> Any:
+    """Batches of mel arrays alone (for adapting the input normalisation)."""
+    import tensorflow as tf
+
+    ds = segments(data_dir, metadata=metadata, split=split, shuffle_files=True, seed=0)
+    ds = ds.map(lambda e: e[spec.FEATURE_MEL])
+    if limit:
+        ds = ds.take(limit)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def load_split(data_dir: str, *, metadata: DatasetMetadata, split: str) -> dict[str, np.ndarray]:
+    """A whole split in memory, in shard order (for evaluation and tests).
+
+    Returns
+    -------
+    dict
+        ``mel`` float32 ``(n, n_mels, n_frames)``, ``label_index`` int64 ``(n,)``, ``track_id``
+        str ``(n,)``, ``segment_index`` int64 ``(n,)``.
+    """
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in KEPT}
+    for batch in segments(data_dir, metadata=metadata, split=split).batch(256):
+        for k in KEPT:
+            parts[k].append(batch[k].numpy())
+    out = {k: (np.concatenate(v) if v else np.zeros((0,))) for k, v in parts.items()}
+    if not parts[spec.FEATURE_MEL]:
+        out[spec.FEATURE_MEL] = np.zeros((0, *metadata.spectrogram.mel_shape), np.float32)
+    out[spec.FEATURE_TRACK_ID] = np.array(
+        [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in out[spec.FEATURE_TRACK_ID]],
+        dtype=object,
+    )
+    return out

@@ -1,0 +1,184 @@
+"""CNN architectures for log-mel segments, built from stock Keras layers only.
+
+The exported model must load with a bare ``keras.models.load_model(path)`` and with Beam's
+``TFModelHandlerNumpy`` in a process that never imports ``training``: so every layer here is a
+built-in Keras layer, and augmentation lives in the input pipeline (:mod:`training.data`), not in
+the model.
+
+Every model maps ``(batch, n_mels, n_frames)`` float32 log-mel segments (as stored by featurize) to
+``(batch, n_labels)`` float32 class probabilities:
+
+``Normalization`` (per mel band, adapted on the training split and saved in the model)
+-> convolution blocks -> global average + max pooling -> dropout -> ``embedding`` (Dense, ReLU)
+-> dropout -> ``probabilities`` (Dense, softmax, float32 even under mixed precision).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = ["Architecture", "ARCHITECTURES", "EMBEDDING_LAYER", "OUTPUT_LAYER", "build_model", "make_normalizer"]
+
+#: Name of the penultimate layer, whose output is the segment embedding (recorded in model.json).
+EMBEDDING_LAYER = "embedding"
+#: Name of the softmax output layer.
+OUTPUT_LAYER = "probabilities"
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """One named CNN recipe.
+
+    Attributes
+    ----------
+    filters : tuple of int
+        Output channels of each convolution block; each block halves both axes (2x2 max pool).
+    convs_per_block : int
+        3x3 convolution + batch norm + ReLU layers per block.
+    embedding : int
+        Width of the embedding layer.
+    dropout : float
+        Dropout before the embedding layer and before the output layer.
+    """
+
+    filters: tuple[int, ...]
+    convs_per_block: int
+    embedding: int
+    dropout: float
+
+
+#: Selectable by name with ``genreflow train --arch``.
+ARCHITECTURES = {
+    # ~100k parameters: small enough for a hundred 30 s tracks (see docs/training.md).
+    "small": Architecture(filters=(16, 32, 64, 128), convs_per_block=1, embedding=64, dropout=0.5),
+    # ~1.2M parameters: for thousands of tracks.
+    "wide": Architecture(filters=(32, 64, 128, 256), convs_per_block=2, embedding=128, dropout=0.4),
+}
+
+
+def make_normalizer() -> Any:
+    """Per-mel-band ``keras.layers.Normalization`` for ``(batch, n_mels, n_frames)`` input.
+
+    Call ``.adapt(dataset_of_mel_batches)`` on the training split before :func:`build_model`.
+    """
+    import keras
+
+    return keras.layers.Normalization(axis=1, name="band_normalization")
+
+
+def build_model(
+    *,
+    input_shape: tuple[int, int],
+    n_classes: int,
+    arch: str = "small",
+    normalizer: Any = None,
+    dtype_policy: str = "float32",
+) -> Any:
+    """Build (uncompiled) a genre CNN.
+
+    Parameters
+    ----------
+    input_shape : (int, int)
+        ``(n_mels, n_frames)`` of one segment.
+    n_classes : int
+        Size of the label vocabulary.
+    arch : str
+        A key of :data:`ARCHITECTURES`.
+    normalizer : keras.layers.Normalization, optional
+        Adapted per-band normaliser (:func:`make_normalizer`); a fresh, unadapted one is made when
+        omitted (its weights are then expected to be loaded, e.g. by ``set_weights``).
+    dtype_policy : str
+        ``"float32"`` or ``"mixed_float16"`` (GPU).  The normaliser and the output layer stay
+        float32.
+
+    Returns
+    -------
+    keras.Model
+        ``(batch, n_mels, n_frames)`` -> ``(batch, n_classes)`` probabilities; the layer named
+        :data:`EMBEDDING_LAYER` gives ``(batch, embedding)`` embeddings.
+    """
+    import keras
+    from keras import layers
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    recipe = ARCHITECTURES[arch]
+    n_mels, n_frames = (int(v) for v in input_shape)
+    inputs = keras.Input(shape=(n_mels, n_frames), name="log_mel", dtype="float32")
+    norm = normalizer if normalizer is not None else make_normalizer()
+    x = norm(inputs)
+    x = layers.Reshape((n_mels, n_frames, 1), name="add_channel")(x)
+    for b, width in enumerate(recipe.filters):
+        for c in range(recipe.convs_per_block):
+            x = layers.Conv2D(
+                width, 3, padding="same", use_bias=False, dtype=dtype_policy, name=f"block{b}_conv{c}"
+            )(x)
+            x = layers.BatchNormalization(dtype=dtype_policy, name=f"block{b}_bn{c}")(x)
+            x = layers.Activation("relu", dtype=dtype_policy, name=f"block{b}_relu{c}")(x)
+        x = layers.MaxPooling2D(2, padding="same", dtype=dtype_policy, name=f"block{b}_pool")(x)
+    x = layers.Concatenate(dtype=dtype_policy, name="pool")(
+        [
+            layers.GlobalAveragePooling2D(dtype=dtype_policy, name="avg_pool")(x),
+            layers.GlobalMaxPooling2D(dtype=dtype_policy, name="max_pool")(x),
+        ]
+    )
+    x = layers.Dropout(recipe.dropout, dtype=dtype_policy, name="dropout_pool")(x)
+    x = layers.Dense(recipe.embedding, activation="relu", dtype=dtype_policy, name=EMBEDDING_LAYER)(x)
+    x = layers.Dropout(recipe.dropout, dtype=dtype_policy, name="dropout_embedding")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name=OUTPUT_LAYER)(x)
+    return keras.Model(inputs, outputs, name=f"genreflow_{arch}")
+
+
+def compile_model(
+    model: Any,
+    *,
+    learning_rate: float,
+    total_steps: int,
+    warmup_steps: int = 0,
+    weight_decay: float = 1e-4,
+    label_smoothing: float = 0.1,
+    mixed_precision: bool = False,
+) -> Any:
+    """Compile with AdamW, linear warm-up then cosine decay to zero, and smoothed cross-entropy.
+
+    Parameters
+    ----------
+    model : keras.Model
+        From :func:`build_model`.
+    learning_rate : float
+        Peak learning rate, reached after ``warmup_steps``.
+    total_steps : int
+        Optimizer steps of the whole run (warm-up included).
+    warmup_steps : int
+        Steps of linear warm-up from 0.
+    weight_decay : float
+        Decoupled weight decay of AdamW.
+    label_smoothing : float
+        Label smoothing of the categorical cross-entropy (targets are one-hot or mixed-up).
+    mixed_precision : bool
+        Wrap the optimizer in a ``LossScaleOptimizer`` (models built with ``mixed_float16``).
+
+    Returns
+    -------
+    keras.Model
+        ``model``, compiled (metrics: ``accuracy``).
+    """
+    import keras
+
+    warmup_steps = max(0, min(int(warmup_steps), int(total_steps) - 1))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup_steps else learning_rate,
+        decay_steps=max(1, int(total_steps) - warmup_steps),
+        warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
+    if mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model

@@ -1,0 +1,322 @@
+"""``genreflow train``: train a genre CNN on featurize shards and write a self-describing model dir.
+
+    genreflow train --data DATA_DIR --model-dir MODEL_DIR [--epochs 40] [--arch small|wide] ...
+    python -m training.train --data DATA_DIR --model-dir MODEL_DIR
+
+Everything about the data (shapes, label vocabulary, spectrogram parameters, shard format, class
+counts) comes from ``DATA_DIR/metadata.json``.  The model dir receives:
+
+* ``model.keras`` (stock Keras layers only) and ``model.json`` (:class:`transforms.metadata.ModelCard`,
+  written last);
+* ``metrics.json`` (segment and track metrics on the evaluation split), ``confusion_segment|track``
+  ``.json/.png``, ``training_curves.png``, ``history.csv``;
+* ``logs/`` (TensorBoard) and, while a run is unfinished, ``backup/`` (per-epoch checkpoint that a
+  restarted run resumes from; deleted when training completes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+__all__ = ["TrainConfig", "parse_args", "make_strategy", "train", "run", "main"]
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Options of one training run (the CLI flags, see ``genreflow train --help``)."""
+
+    data: str
+    model_dir: str
+    arch: str = "small"
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    warmup_epochs: int = 2
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    mixup: float = 0.0
+    freq_mask: int = 16
+    time_mask: int = 20
+    balance: str = "weights"
+    max_segments_per_class: int | None = None
+    early_stopping: int = 0
+    seed: int = 0
+    strategy: str = "default"
+    mixed_precision: bool = False
+    shuffle_buffer: int = 4096
+    cache: bool = True
+    eval_split: str = "test"
+    verbose: int = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = TrainConfig(data="", model_dir="")
+    p = argparse.ArgumentParser(
+        prog="genreflow train",
+        description="Train a genre CNN on featurized shards; writes MODEL_DIR/model.keras + model.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", required=True, help="featurize output directory (with metadata.json)")
+    p.add_argument("--model-dir", required=True, help="output model dir (local path); a rerun resumes")
+    p.add_argument("--arch", default=d.arch, help="architecture: small (default, ~100k weights) or wide")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (passes over train)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size, segments")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")
+    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
+                   help="linear warm-up epochs before the cosine decay to zero")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing")
+    p.add_argument("--mixup", type=float, default=d.mixup, help="mixup Beta(alpha, alpha); 0 = off")
+    p.add_argument("--freq-mask", type=int, default=d.freq_mask,
+                   help="SpecAugment: widest frequency mask in mel bands (2 masks); 0 = off")
+    p.add_argument("--time-mask", type=int, default=d.time_mask,
+                   help="SpecAugment: widest time mask in frames (2 masks); 0 = off")
+    p.add_argument("--balance", choices=("weights", "resample", "none"), default=d.balance,
+                   help="class imbalance: class-weighted loss, equal-probability resampling, or none")
+    p.add_argument("--max-segments-per-class", type=int, default=None,
+                   help="cap the training segments of each class")
+    p.add_argument("--early-stopping", type=int, default=d.early_stopping,
+                   help="stop after this many epochs without a better validation loss and keep the "
+                   "best weights; 0 = train all epochs (needs a validation split)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
+                   help="tf.distribute strategy (multi-worker reads TF_CONFIG)")
+    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute (GPUs)")
+    p.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer, help="shuffle buffer, segments")
+    p.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="do not keep decoded training segments in memory")
+    p.add_argument("--eval-split", default=d.eval_split,
+                   help="split for metrics.json (falls back to validation when absent)")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=d.verbose,
+                   help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Options -> :class:`TrainConfig` (unknown options are ignored with a warning)."""
+    args, rest = _parser().parse_known_args(argv)
+    if rest:
+        logger.warning("ignoring unknown options: %s", rest)
+    return TrainConfig(**vars(args))
+
+
+def make_strategy(name: str) -> Any:
+    """``tf.distribute`` strategy by name: ``default``, ``mirrored`` or ``multi-worker``."""
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
+
+
+def _is_chief(strategy: Any) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def _read_history(path: str) -> dict[str, list[float]]:
+    """``history.csv`` (all epochs, across resumed runs) as ``{metric: [per epoch]}``."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    history: dict[str, list[float]] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k and v not in (None, ""):
+                history.setdefault(k, []).append(float(v))
+    return history
+
+
+def _callbacks(cfg: TrainConfig, *, has_validation: bool, record: list[int]) -> list[Any]:
+    import keras
+
+    class RecordEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            record.append(int(epoch))
+
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(cfg.model_dir, "backup")),
+        keras.callbacks.CSVLogger(os.path.join(cfg.model_dir, "history.csv"), append=True),
+        RecordEpochs(),
+    ]
+    try:
+        import tensorboard  # noqa: F401  (the TensorBoard callback needs it to write summaries)
+
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(cfg.model_dir, "logs"), write_graph=False))
+    except ImportError:
+        logger.warning("tensorboard is not installed: no TensorBoard logs (pip install tensorboard)")
+    if cfg.early_stopping and has_validation:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=cfg.early_stopping, restore_best_weights=True, verbose=1
+            )
+        )
+    elif cfg.early_stopping:
+        logger.warning("--early-stopping needs a validation split; training all %d epochs", cfg.epochs)
+    return callbacks
+
+
+def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train, evaluate and export one model.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Options.
+    callbacks : sequence of keras.callbacks.Callback
+        Extra callbacks, run after the built-in ones (checkpointing, logging) at every hook.
+
+    Returns
+    -------
+    dict
+        Summary: ``model_dir``, ``model_version``, ``epochs_run`` (epoch indexes trained by this
+        process; a resumed run starts after the last checkpointed epoch), ``metrics`` (headline),
+        ``seconds``.
+    """
+    import keras
+
+    from training import data, evaluate, export, plots
+    from training.model import EMBEDDING_LAYER, build_model, compile_model, make_normalizer
+    from transforms.metadata import read_metadata, write_json_atomic
+
+    start = time.time()
+    metadata = read_metadata(cfg.data)
+    params = metadata.spectrogram
+    n_classes = len(metadata.labels)
+    logger.info(
+        "data %s: %s shards, %d labels, mel %s, train segments %d",
+        cfg.data, metadata.format, n_classes, params.mel_shape, data.split_size(metadata, "train"),
+    )
+    keras.utils.set_random_seed(cfg.seed)
+    strategy = make_strategy(cfg.strategy)
+    chief = _is_chief(strategy)
+    if not chief:  # non-chief workers write their copies to a scratch dir
+        cfg = dataclasses.replace(cfg, model_dir=os.path.join(cfg.model_dir, ".workers", str(os.getpid())))
+    os.makedirs(cfg.model_dir, exist_ok=True)
+
+    augment = data.Augment(
+        freq_masks=2 if cfg.freq_mask else 0, freq_mask_width=cfg.freq_mask,
+        time_masks=2 if cfg.time_mask else 0, time_mask_width=cfg.time_mask, mixup_alpha=cfg.mixup,
+    )
+    train_ds, steps = data.training_dataset(
+        cfg.data, metadata=metadata, batch_size=cfg.batch_size, balance=cfg.balance,
+        max_segments_per_class=cfg.max_segments_per_class, augment=augment,
+        shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache, seed=cfg.seed,
+    )
+    has_validation = bool(metadata.shards.get("validation")) and data.split_size(metadata, "validation") != 0
+    val_ds = (
+        data.eval_dataset(cfg.data, metadata=metadata, split="validation", batch_size=cfg.batch_size * 4, cache=cfg.cache)
+        if has_validation else None
+    )
+    policy = "mixed_float16" if cfg.mixed_precision else "float32"
+    with strategy.scope():
+        normalizer = make_normalizer()
+        normalizer.adapt(data.mel_dataset(cfg.data, metadata=metadata, split="train", batch_size=256, limit=8192))
+        model = build_model(
+            input_shape=params.mel_shape, n_classes=n_classes, arch=cfg.arch,
+            normalizer=normalizer, dtype_policy=policy,
+        )
+        compile_model(
+            model, learning_rate=cfg.learning_rate, total_steps=steps * cfg.epochs,
+            warmup_steps=steps * cfg.warmup_epochs, weight_decay=cfg.weight_decay,
+            label_smoothing=cfg.label_smoothing, mixed_precision=cfg.mixed_precision,
+        )
+    if cfg.verbose:
+        model.summary(print_fn=logger.info)
+    epochs_run: list[int] = []
+    model.fit(
+        train_ds, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val_ds,
+        callbacks=_callbacks(cfg, has_validation=has_validation, record=epochs_run) + list(callbacks),
+        verbose=cfg.verbose,
+    )
+
+    if cfg.mixed_precision:  # export float32: the label job runs on CPUs too
+        exported = build_model(input_shape=params.mel_shape, n_classes=n_classes, arch=cfg.arch)
+        exported.set_weights(model.get_weights())
+    else:
+        exported = model
+
+    eval_split = cfg.eval_split if metadata.shards.get(cfg.eval_split) else ("validation" if has_validation else None)
+    history = _read_history(os.path.join(cfg.model_dir, "history.csv"))
+    files = {"training_curves_png": plots.plot_history(history, path=os.path.join(cfg.model_dir, "training_curves.png"))}
+    metrics: dict[str, Any] = {}
+    if eval_split:
+        pred = evaluate.predict_split(exported, cfg.data, metadata=metadata, split=eval_split)
+        if len(pred["probs"]):
+            metrics = evaluate.evaluate_predictions(
+                pred["probs"], pred["label_index"], pred["track_id"], labels=metadata.labels
+            )
+            metrics["split"] = eval_split
+            files.update(evaluate.write_evaluation(cfg.model_dir, metrics, labels=metadata.labels))
+    else:
+        logger.warning("no test or validation split in %s: metrics.json holds no evaluation", cfg.data)
+    metrics.update(
+        data=cfg.data, data_fingerprint=export.data_fingerprint(cfg.data),
+        history=history, files={k: os.path.basename(v) for k, v in files.items()},
+    )
+    if chief:
+        write_json_atomic(os.path.join(cfg.model_dir, "metrics.json"), metrics)
+    card = export.save_model_dir(
+        cfg.model_dir, model=exported, metadata=metadata, data_dir=cfg.data,
+        embedding_layer=EMBEDDING_LAYER,
+        metrics=evaluate.headline(metrics) if "track" in metrics else {},
+        extra={"training": dataclasses.asdict(cfg), "epochs_completed": len(history.get("epoch", []))},
+    )
+    summary = {
+        "model_dir": cfg.model_dir,
+        "model_version": card.model_version,
+        "epochs_run": epochs_run,
+        "metrics": card.metrics,
+        "seconds": round(time.time() - start, 1),
+    }
+    logger.info("training summary: %s", json.dumps(summary))
+    return summary
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse options and train (the ``genreflow train`` entry point); returns the summary."""
+    return train(parse_args(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: prints a short summary; exit code 2 on unusable data."""
+    try:
+        summary = run(argv)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"genreflow train: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    m = summary["metrics"]
+    if m:
+        print(
+            f"{m['split']}: track accuracy {m['track_accuracy']:.3f}, balanced {m['track_balanced_accuracy']:.3f}; "
+            f"segment accuracy {m['segment_accuracy']:.3f}"
+        )
+    print(f"wrote {summary['model_dir']} (model version {summary['model_version']}) in {summary['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(main())
