@@ -137,7 +137,8 @@ def make_corpus(root: Path, base: dict[str, list[Path]], n: int) -> list[Path]:
 
 # 1. Stages -------------------------------------------------------------------------------------
 def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    times, result = [], None
+    """Median wall seconds of ``repeats`` calls after one untimed warm-up call; the last result."""
+    times, result = [], fn()
     for _ in range(repeats):
         start = time.perf_counter()
         result = fn()

@@ -541,6 +541,11 @@ def run(argv: Sequence[str] | None = None) -> FeaturizeResult:
     return outcome
 
 
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def format_summary(result: FeaturizeResult) -> str:
     """A one-screen human summary of a finished run."""
     md = result.metadata
@@ -554,16 +559,20 @@ def format_summary(result: FeaturizeResult) -> str:
         f"output: {result.output}  ({md.format}, mel {md.spectrogram.mel_shape[0]}x{md.spectrogram.mel_shape[1]} "
         f"per {md.spectrogram.segment_seconds:g} s segment)",
         "",
-        f"{'split':<12}{'tracks':>8}{'segments':>10}{'hours':>9}{'shards':>8}",
+        f"{'split':<12}{'tracks':>8}{'segments':>10}{'audio h:m:s':>13}{'shards':>8}",
     ]
     for split in SPLITS:
         c = md.counts.get(split, {})
         lines.append(
             f"{split:<12}{c.get('tracks', 0):>8}{c.get('segments', 0):>10}"
-            f"{c.get('seconds', 0.0) / 3600:>9.2f}{len(md.shards.get(split, [])):>8}"
+            f"{_hms(c.get('seconds', 0.0)):>13}{len(md.shards.get(split, [])):>8}"
         )
     shown = ", ".join(md.labels[:12]) + (f", ... ({len(md.labels)} in all)" if len(md.labels) > 12 else "")
     lines += ["", f"labels ({len(md.labels)}): {shown or '(none)'}"]
+    empty = [label for label in md.labels
+             if not any(label in md.counts.get(split, {}).get("by_label", {}) for split in SPLITS)]
+    if empty:
+        lines.append(f"warning: no track of these labels was featurized: {', '.join(empty)}")
     if md.failures:
         reasons = ", ".join(f"{reason} {n}" for reason, n in md.failures.items())
         lines.append(f"failures: {reasons}  (details: {join_uri(result.output, ERRORS_DIR)}/)")

@@ -96,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", "--top_k", type=int, default=3, help="genres in the top_k column (default 3)")
     p.add_argument("--embeddings", action="store_true",
                    help="add the per-track mean of the model's embedding layer (model.json embedding_layer)")
-    p.add_argument("--min-batch-size", "--min_batch_size", type=int, default=1,
-                   help="fewest segments per model call (default 1)")
+    p.add_argument("--min-batch-size", "--min_batch_size", type=int, default=32,
+                   help="fewest segments per model call, except at the end of a bundle (default 32; Beam "
+                        "grows batches from here towards --max-batch-size)")
     p.add_argument("--max-batch-size", "--max_batch_size", type=int, default=256,
                    help="most segments per model call (default 256)")
     p.add_argument("--large-model", "--large_model", action="store_true",

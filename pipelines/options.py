@@ -136,6 +136,7 @@ def pipeline_options(beam_args: Sequence[str], *, needs_in_process: bool = False
         else:
             if not has_option(args, "direct_running_mode"):
                 args += ["--direct_running_mode", "multi_processing"]
-            if not has_option(args, "direct_num_workers"):
+            in_memory = any(a in ("in_memory", "--direct_running_mode=in_memory") for a in args)
+            if not has_option(args, "direct_num_workers") and not in_memory:
                 args += ["--direct_num_workers", str(os.cpu_count() or 1)]
     return PipelineOptions(args)

@@ -482,7 +482,8 @@ def _piano(freq, n_gate, sr, rng):
     bright = _additive(freq, t, 1.0 / k ** 1.1, sr=sr)  # upper partials die first: a bright layer
     dull = _additive(freq, t, np.array([1.0, 0.3, 0.1]), sr=sr)  # decays fast over a dull one
     y = bright * np.exp(-t / 0.25) + dull * np.exp(-t / 1.8)
-    y += 0.2 * np.exp(-t / 0.01) * rng.standard_normal(n)
+    n_hammer = min(n, int(0.05 * sr))  # a short noise thump at the hammer strike
+    y[:n_hammer] += 0.2 * np.exp(-t[:n_hammer] / 0.01) * rng.standard_normal(n_hammer)
     return y * _envelope(n_gate, n, sr=sr, attack=0.002, decay=10.0, sustain=1.0, release=0.2)
 
 
@@ -1037,7 +1038,7 @@ def render_clip(style: str | Style, *, seconds: float, sample_rate: int,
     Returns
     -------
     np.ndarray, float32, shape (round(seconds * sample_rate),)
-        Mono samples, peak in [0.2, 0.95], DC removed, finite.
+        Mono samples, peak at most 0.89 (-1 dBFS), DC removed, finite.
     """
     spec = STYLES[style] if isinstance(style, str) else style
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -1091,7 +1092,7 @@ def render_clip(style: str | Style, *, seconds: float, sample_rate: int,
     if rng.random() < spec.crackle:
         clicks = rng.random(n) < rng.uniform(5.0, 30.0) / sr
         noise += _filter(clicks * rng.uniform(-0.05, 0.05, n), "highpass", 1000.0, sr=sr)
-    mix = mix * rng.uniform(0.25, 0.95) + noise
+    mix = mix * rng.uniform(0.25, _CEILING) + noise
     ramp = min(n // 2, int(0.01 * sr))  # 10 ms fades: no click at the cut
     if ramp:
         fade = np.linspace(0.0, 1.0, ramp)
@@ -1099,9 +1100,13 @@ def render_clip(style: str | Style, *, seconds: float, sample_rate: int,
         mix[-ramp:] *= fade[::-1]
     mix -= mix.mean()
     peak = np.abs(mix).max()
-    if peak > 0.95:
-        mix *= 0.95 / peak
+    if peak > _CEILING:
+        mix *= _CEILING / peak
     return mix.astype(np.float32)
+
+
+#: Highest sample peak of a clip (-1 dBFS, mastering practice: headroom for lossy encoders).
+_CEILING = 0.89
 
 
 # --------------------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_summary_merges_like_a_single_pass():
 
 @pytest.mark.parametrize("fmt", ["tfrecord", "parquet"])
 def test_empty_shards_are_valid_files(tmp_path, fmt):
-    params = SpectrogramParams(segment_seconds=1.0)
+    params = SpectrogramParams(segment_seconds=1.0, segment_hop_seconds=1.0)
     path = str(tmp_path / f"empty{'.tfrecord.gz' if fmt == 'tfrecord' else '.parquet'}")
     out = list(featurize.write_shard([], uri=path, fmt=fmt, params=params, labels=[]))
     assert out == [] and os.path.getsize(path) > 0
@@ -132,7 +132,7 @@ def test_empty_shards_are_valid_files(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", ["tfrecord", "parquet"])
 def test_shard_writers_round_trip(tmp_path, fmt):
-    params = SpectrogramParams(segment_seconds=1.0)
+    params = SpectrogramParams(segment_seconds=1.0, segment_hop_seconds=1.0)
     rng = np.random.default_rng(0)
     mels = rng.normal(size=(70, *params.mel_shape)).astype(np.float32)  # > one Parquet row group
     rows = make_rows(mels, params=params, track_id="t", uri="/t.wav", label="rock", label_index=2, split="test")
@@ -284,3 +284,50 @@ def test_real_recordings_featurize_without_failure(tmp_path, shared_audio):
         assert tracks == {f"{genre}/{genre}.00000.wav"}
     # a 30 s GTZAN clip makes ten 3 s segments (its last ~0.01 s tail is dropped)
     assert sum(r[spec.FEATURE_LABEL] == "blues" for r in rows) == 10
+
+
+# The shared per-track function and PTransform (reused by the label job) ----------------------------
+def test_featurize_track_reads_any_fsspec_uri_and_fails_with_reasons(tmp_path, write_audio):
+    import uuid
+
+    import fsspec
+
+    from transforms.audio import AudioError
+    from transforms.beam_audio import featurize_track
+
+    params = SpectrogramParams(segment_seconds=1.0, segment_hop_seconds=1.0)
+    local = write_audio(tmp_path / "rock" / "a.flac", seconds=2.6, sample_rate=44100, channels=2)
+    uri = f"memory://featurize-{uuid.uuid4().hex}/rock/a.flac"
+    with fsspec.open(uri, "wb") as f:
+        f.write(local.read_bytes())
+    for source in (str(local), uri):
+        feats = featurize_track(TrackRef(uri=source, track_id="rock/a.flac", label="rock"), params=params)
+        assert feats.mels.shape == (3, *params.mel_shape) and feats.mels.dtype == np.float32
+        assert feats.starts == [0, 22050, 44100]
+        assert abs(feats.duration_seconds - 2.6) < 1e-3 and len(feats.fingerprint) == 16
+    with pytest.raises(AudioError) as err:
+        featurize_track(TrackRef(uri=str(tmp_path / "missing.wav"), track_id="x"), params=params)
+    assert (err.value.reason, err.value.stage) == ("read_error", "read")
+    with pytest.raises(AudioError) as err:  # the extension is checked before any read
+        featurize_track(TrackRef(uri=str(tmp_path / "missing.m4a"), track_id="x"), params=params)
+    assert err.value.reason == "unsupported_format"
+
+
+def test_audio_to_log_mel_transform_tags_features_and_dead_letters(tmp_path, write_audio):
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.options import pipeline_options
+    from transforms.beam_audio import AudioToLogMel
+
+    params = SpectrogramParams(segment_seconds=1.0, segment_hop_seconds=1.0)
+    good = [str(write_audio(tmp_path / f"g{i}.wav", seconds=1.0 + i)) for i in range(2)]
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....")
+    refs = [TrackRef(uri=u, track_id=os.path.basename(u)) for u in [*good, str(tmp_path / "bad.wav")]]
+    with beam.Pipeline(options=pipeline_options(["--direct_running_mode=in_memory"])) as p:
+        out = p | beam.Create(refs) | AudioToLogMel(params=params)
+        shapes = out.features | "Shapes" >> beam.Map(lambda f: (f.ref.track_id, f.mels.shape))
+        reasons = out.dead_letters | "Reasons" >> beam.Map(lambda d: (d.track_id, d.reason))
+        assert_that(shapes, equal_to([("g0.wav", (1, *params.mel_shape)), ("g1.wav", (2, *params.mel_shape))]),
+                    label="features")
+        assert_that(reasons, equal_to([("bad.wav", "decode_error")]), label="dead_letters")

@@ -248,11 +248,11 @@ def test_limit_and_sample_pick_the_same_tracks(world):
     assert label.select_inputs(refs, sample=0.5, limit=1) == sample[:1]
 
 
-def test_failed_run_leaves_the_published_partition_alone(world, tmp_path):
-    _run(world, tmp_path, "2026-11-01", "--limit", "3")
+def test_failed_run_leaves_the_published_partition_alone(world, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("out")
+    first = _run(world, tmp_path, "2026-11-01", "--limit", "3")
     published = json.loads((tmp_path / "run_date=2026-11-01" / "_run.json").read_text())
-    broken = tmp_path / "broken-model"
-    broken.mkdir()
+    broken = tmp_path_factory.mktemp("broken-model")
     (broken / "model.keras").write_bytes(b"not a keras file")
     card = dataclasses.replace(world["card"], model_version="broken")
     write_model_card(str(broken), card)
@@ -262,7 +262,7 @@ def test_failed_run_leaves_the_published_partition_alone(world, tmp_path):
         label.run(argv)
     assert json.loads((tmp_path / "run_date=2026-11-01" / "_run.json").read_text())["run_id"] == published["run_id"]
     assert sorted(p for p in os.listdir(tmp_path) if not p.startswith("_")) == ["run_date=2026-11-01"]
-    assert ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table().num_rows == 3
+    assert ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table().num_rows == first["counts"]["labeled"]
 
 
 def test_killed_run_leaves_no_finished_looking_partition(world, tmp_path):
@@ -281,7 +281,7 @@ def test_killed_run_leaves_no_finished_looking_partition(world, tmp_path):
     assert [p for p in os.listdir(tmp_path) if not p.startswith("_")] == []
     # the next run of that date cleans up and publishes
     manifest = _run(world, tmp_path, "2026-11-07", "--limit", "2")
-    assert manifest["counts"]["labeled"] == 2
+    assert manifest["counts"]["inputs"] == manifest["counts"]["labeled"] + manifest["counts"]["dead_letters"] == 2
     assert not staging.exists() and not (tmp_path / "_staging").exists()
 
 
@@ -291,6 +291,7 @@ def test_bad_model_dir_or_features_fail_before_any_work(world, tmp_path):
         label.run(["--input", f"{world['audio']}/**/*", "--model-dir", str(tmp_path), "--output", str(out),
                    *IN_PROCESS])
     feats = tmp_path / "features"
+    feats.mkdir()
     other = dataclasses.replace(PARAMS, n_mels=20)
     write_metadata(str(feats), DatasetMetadata(spectrogram=other, labels=sorted(GENRES), format="parquet",
                                                shards={}, counts={}, inputs={}, failures={}))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -77,6 +80,69 @@ def test_example_round_trip():
     _, rows = sample_rows()
     for row in rows:
         assert_rows_equal(row, decode_example(encode_example(row)))
+
+
+def protobuf_example(row):
+    """The same row built with TensorFlow's generated protobuf classes (the reference)."""
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    def b(v):
+        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[v.encode()]))
+
+    def i(v):
+        return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=list(v)))
+
+    def f(v):
+        return feature_pb2.Feature(float_list=feature_pb2.FloatList(value=list(v)))
+
+    feature = {
+        spec.FEATURE_MEL: f(np.asarray(row[spec.FEATURE_MEL], np.float32).ravel().tolist()),
+        spec.FEATURE_MEL_SHAPE: i(row[spec.FEATURE_MEL_SHAPE]),
+        spec.FEATURE_TRACK_ID: b(row[spec.FEATURE_TRACK_ID]),
+        spec.FEATURE_URI: b(row[spec.FEATURE_URI]),
+        spec.FEATURE_SEGMENT_INDEX: i([row[spec.FEATURE_SEGMENT_INDEX]]),
+        spec.FEATURE_START_SECONDS: f([row[spec.FEATURE_START_SECONDS]]),
+        spec.FEATURE_LABEL: b(row[spec.FEATURE_LABEL]),
+        spec.FEATURE_LABEL_INDEX: i([row[spec.FEATURE_LABEL_INDEX]]),
+        spec.FEATURE_SPLIT: b(row[spec.FEATURE_SPLIT]),
+    }
+    return example_pb2.Example(features=feature_pb2.Features(feature=feature))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {spec.FEATURE_LABEL_INDEX: -1, spec.FEATURE_LABEL: ""},
+        {spec.FEATURE_SEGMENT_INDEX: 300, spec.FEATURE_LABEL_INDEX: 2**40},
+        {spec.FEATURE_SEGMENT_INDEX: 127, spec.FEATURE_LABEL_INDEX: 128},
+        {spec.FEATURE_TRACK_ID: "x" * 200, spec.FEATURE_URI: "ü" * 70000},  # multi-byte lengths
+        {spec.FEATURE_START_SECONDS: 1234.5},
+    ],
+)
+def test_example_bytes_parse_as_the_protobuf_message(overrides):
+    from tensorflow.core.example import example_pb2
+
+    _, rows = sample_rows(1)
+    row = {**rows[0], **overrides}
+    parsed = example_pb2.Example.FromString(encode_example(row))
+    assert parsed == protobuf_example(row)
+
+
+def test_encode_example_does_not_import_tensorflow():
+    code = (
+        "import sys, numpy as np\n"
+        "from transforms.records import encode_example, make_rows\n"
+        "from transforms.spec import SpectrogramParams\n"
+        "p = SpectrogramParams()\n"
+        "rows = make_rows(np.zeros((1,) + p.mel_shape, np.float32), params=p, track_id='t',"
+        " uri='u', label='l', label_index=0, split='train')\n"
+        "assert encode_example(rows[0])\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         check=True).stdout.strip()
+    assert out == "False"
 
 
 def test_example_round_trip_unicode_and_empty_strings():

@@ -15,7 +15,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import apache_beam as beam
 import fsspec
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transforms.deadletters import DeadLetter

@@ -1,0 +1,208 @@
+"""Benchmark of the label job: tracks per second per core, split by stage, against a plain loop.
+
+Run by hand (not a test)::
+
+    .venv/bin/python benchmarks/label_bench.py --tracks 24 --workdir /tmp/label-bench
+
+It writes ``--tracks`` 30 s clips (22,050 Hz mono 16-bit WAV, GTZAN's shape) in a GTZAN layout,
+builds the trainer's ``small`` CNN (``training.model.build_model``, untrained weights: speed does
+not depend on them) into a model dir with default spectrogram parameters (128 mel bands, 3 s
+segments: 10 segments per clip), and times, on one core (TensorFlow limited to one thread,
+``scipy.fft`` already single-threaded, one Beam worker):
+
+1. a plain Python loop over the files: ``featurize_track`` (read + decode + resample + log-mel),
+   the model on the track's segments, aggregation, and one Parquet write at the end, each stage
+   timed separately;
+2. the same loop with the model called on batches of ``--batch`` segments across tracks (what
+   RunInference does);
+3. ``genreflow label`` itself on Beam's in-process FnApiRunner with one worker; its model time
+   comes from RunInference's ``inference_batch_latency_micro_secs`` metric.
+
+It prints a Markdown table; paste it into benchmarks/label_results.md with the command.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core: set before TensorFlow is imported.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
+
+
+def make_audio(root: str, *, tracks: int, seconds: float, sample_rate: int = 22050) -> list[str]:
+    """``tracks`` clips of tones + noise in ``root/<genre>/<genre>.0000i.wav``."""
+    rng = np.random.default_rng(0)
+    paths = []
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    for i in range(tracks):
+        genre = GENRES[i % len(GENRES)]
+        os.makedirs(os.path.join(root, genre), exist_ok=True)
+        y = 0.3 * np.sin(2 * np.pi * (110 * (1 + i % 7)) * t) + 0.05 * rng.standard_normal(t.size)
+        path = os.path.join(root, genre, f"{genre}.{i:05d}.wav")
+        sf.write(path, y.astype(np.float32), sample_rate, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def make_model_dir(model_dir: str, *, arch: str):
+    """The trainer's CNN with default spectrogram parameters, saved as a model dir."""
+    import hashlib
+
+    from training.model import EMBEDDING_LAYER, build_model, make_normalizer
+    from transforms.metadata import ModelCard, write_model_card
+    from transforms.spec import SpectrogramParams
+
+    params = SpectrogramParams()
+    norm = make_normalizer()
+    norm.adapt(np.random.default_rng(0).normal(-30, 15, (8,) + params.mel_shape).astype(np.float32))
+    model = build_model(input_shape=params.mel_shape, n_classes=len(GENRES), arch=arch, normalizer=norm)
+    os.makedirs(model_dir, exist_ok=True)
+    model.save(os.path.join(model_dir, "model.keras"))
+    with open(os.path.join(model_dir, "model.keras"), "rb") as f:
+        version = hashlib.sha256(f.read()).hexdigest()[:16]
+    card = ModelCard(model_file="model.keras", model_version=version, labels=list(GENRES), spectrogram=params,
+                     input_shape=list(params.mel_shape), embedding_layer=EMBEDDING_LAYER)
+    write_model_card(model_dir, card)
+    return card, model.count_params()
+
+
+def plain_loop(paths: list[str], *, model_dir: str, out: str, batch: int | None) -> dict[str, float]:
+    """Label ``paths`` without Beam; returns seconds per stage."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.label import label_row
+    from transforms import label_store
+    from transforms.beam_audio import featurize_track
+    from transforms.inference import PROBABILITIES, load_model_card, load_segment_model, model_file_path
+    from transforms.sources import file_fingerprint, refs_from_uris
+    from transforms.spectrogram import mel_filter
+
+    card = load_model_card(model_dir)
+    model = load_segment_model(model_file_path(model_dir, card))
+    mel = mel_filter(card.spectrogram)
+    model(np.zeros((1,) + card.spectrogram.mel_shape, np.float32))  # trace once, outside the timing
+    at = datetime.datetime.now(datetime.timezone.utc)
+    times = {"decode+spectrogram": 0.0, "model": 0.0, "aggregate+write": 0.0}
+    feats = []
+    rows = []
+
+    def infer(items):
+        t = time.perf_counter()
+        stacked = np.concatenate([f.mels for f in items])
+        probs = model(stacked)[PROBABILITIES]
+        times["model"] += time.perf_counter() - t
+        t = time.perf_counter()
+        i = 0
+        for f in items:
+            n = len(f.mels)
+            preds = [(j, {PROBABILITIES: probs[i + j]}) for j in range(n)]
+            i += n
+            rows.append(label_row(track_id=f.ref.track_id, uri=f.ref.uri, fingerprint=file_fingerprint(f.ref.uri),
+                                  content_hash=f.fingerprint, duration_seconds=f.duration_seconds,
+                                  predictions=preds, card=card, labeled_at=at, top_k=3))
+        times["aggregate+write"] += time.perf_counter() - t
+
+    pending, n_pending = [], 0
+    for ref in refs_from_uris(paths):
+        t = time.perf_counter()
+        f = featurize_track(ref, params=card.spectrogram, mel=mel)
+        times["decode+spectrogram"] += time.perf_counter() - t
+        if batch is None:
+            infer([f])
+            continue
+        pending.append(f)
+        n_pending += len(f.mels)
+        if n_pending >= batch:
+            infer(pending)
+            pending, n_pending = [], 0
+    if pending:
+        infer(pending)
+    t = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=label_store.label_schema()), os.path.join(out, "part.parquet"),
+                   compression="zstd")
+    times["aggregate+write"] += time.perf_counter() - t
+    del feats
+    return times
+
+
+def beam_job(paths_glob: str, *, model_dir: str, out: str, batch: int, limit: int | None = None) -> dict:
+    from pipelines import label
+
+    t = time.perf_counter()
+    extra = ["--limit", str(limit)] if limit else []
+    manifest = label.run(["--input", paths_glob, "--model-dir", model_dir, "--output", out, "--run-date",
+                          "2026-01-01", *extra, "--no-skip-labeled", "--max-batch-size", str(batch), "--runner",
+                          "FnApiRunner", "--direct_running_mode", "in_memory", "--direct_num_workers", "1"])
+    manifest["wall_seconds"] = time.perf_counter() - t
+    return manifest
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tracks", type=int, default=24, help="number of 30 s clips (default 24)")
+    p.add_argument("--seconds", type=float, default=30.0, help="clip length in seconds (default 30)")
+    p.add_argument("--arch", default="small", help="trainer architecture (default small)")
+    p.add_argument("--batch", type=int, default=256, help="segments per model call for batched runs (default 256)")
+    p.add_argument("--workdir", default="/tmp/genreflow-label-bench", help="scratch folder (deleted first)")
+    args = p.parse_args(argv)
+
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    audio = os.path.join(args.workdir, "audio")
+    paths = make_audio(audio, tracks=args.tracks, seconds=args.seconds)
+    model_dir = os.path.join(args.workdir, "model")
+    card, n_params = make_model_dir(model_dir, arch=args.arch)
+
+    per_track = plain_loop(paths, model_dir=model_dir, out=os.path.join(args.workdir, "loop1"), batch=None)
+    batched = plain_loop(paths, model_dir=model_dir, out=os.path.join(args.workdir, "loop2"), batch=args.batch)
+    one = beam_job(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(args.workdir, "beam1"), batch=args.batch,
+                   limit=1)
+    job = beam_job(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(args.workdir, "beam"), batch=args.batch)
+    assert job["counts"]["labeled"] == args.tracks, job["counts"]
+
+    n = args.tracks
+    load = os.getloadavg()
+    print(f"\n{n} clips x {args.seconds:g} s, model {args.arch} ({n_params} parameters), "
+          f"{card.spectrogram.mel_shape} log-mel per {card.spectrogram.segment_seconds:g} s segment; "
+          f"one core; load average at the end {load[0]:.1f} on {os.cpu_count()} cores\n")
+    print("| run | decode+spectrogram s | model s | aggregate+write s | total s | tracks/s/core | model share |")
+    print("|---|---|---|---|---|---|---|")
+    for name, t in (("plain loop, model per track (10 segments)", per_track),
+                    (f"plain loop, model on {args.batch}-segment batches", batched)):
+        total = sum(t.values())
+        print(f"| {name} | {t['decode+spectrogram']:.2f} | {t['model']:.2f} | {t['aggregate+write']:.2f} | "
+              f"{total:.2f} | {n / total:.2f} | {t['model'] / total:.0%} |")
+    model_s = job["timings"]["inference_seconds"]
+    pipe = job["timings"]["pipeline_seconds"]
+    print(f"| genreflow label (Beam FnApiRunner, 1 worker, max batch {args.batch}) | "
+          f"(in pipeline) | {model_s:.2f} | (in pipeline) | {pipe:.2f} pipeline, {job['wall_seconds']:.2f} wall | "
+          f"{n / pipe:.2f} | {model_s / pipe:.0%} |")
+    marginal = (job["timings"]["pipeline_seconds"] - one["timings"]["pipeline_seconds"]) / (n - 1)
+    print(f"| genreflow label, marginal (pipeline({n}) - pipeline(1)) / {n - 1} | | | | "
+          f"{marginal:.3f} per track | {1 / marginal:.2f} | |")
+    print("\n_run.json timings:", json.dumps(job["timings"]))
+    print("1-track run timings:", json.dumps(one["timings"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
