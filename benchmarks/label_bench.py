@@ -157,12 +157,45 @@ def beam_job(paths_glob: str, *, model_dir: str, out: str, batch: int, limit: in
     return manifest
 
 
+def index_bench(workdir: str, *, rows: int) -> dict[str, float]:
+    """Time :meth:`LabeledIndex.load` over one earlier partition of ``rows`` label rows.
+
+    Only the three index columns matter to the load, so the partition holds realistic ids and
+    fingerprints and constant values elsewhere.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms import label_store
+
+    out = os.path.join(workdir, "index")
+    part = os.path.join(out, "run_date=2026-01-01")
+    os.makedirs(part)
+    ids = [f"{GENRES[i % 10]}/track-{i:09d}.mp3" for i in range(rows)]
+    fps = [f"size:{3_000_000 + i}:mtime:{1_700_000_000 + i}.0" for i in range(rows)]
+    table = pa.table({"track_id": ids, "uri": ["gs://catalog/" + t for t in ids], "fingerprint": fps,
+                      "model_version": ["0123456789abcdef"] * rows})
+    pq.write_table(table, os.path.join(part, "part-00000-of-00001.parquet"), compression="zstd")
+    size = os.path.getsize(os.path.join(part, "part-00000-of-00001.parquet"))
+    t = time.perf_counter()
+    index = label_store.LabeledIndex.load(out, model_version="0123456789abcdef", before="2026-01-02")
+    load = time.perf_counter() - t
+    t = time.perf_counter()
+    hits = sum(index.contains(ids[i], fps[i]) for i in range(0, rows, max(1, rows // 10000)))
+    lookup = (time.perf_counter() - t) / max(1, len(range(0, rows, max(1, rows // 10000))))
+    assert hits == len(range(0, rows, max(1, rows // 10000)))
+    return {"rows": rows, "parquet_mb": size / 1e6, "load_s": load, "index_mb": index.hashes.nbytes / 1e6,
+            "lookup_us": lookup * 1e6}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tracks", type=int, default=24, help="number of 30 s clips (default 24)")
     p.add_argument("--seconds", type=float, default=30.0, help="clip length in seconds (default 30)")
     p.add_argument("--arch", default="small", help="trainer architecture (default small)")
     p.add_argument("--batch", type=int, default=256, help="segments per model call for batched runs (default 256)")
+    p.add_argument("--index-rows", type=int, default=1_000_000,
+                   help="rows of the earlier partition for the skip-index timing (default 1,000,000; 0 skips it)")
     p.add_argument("--workdir", default="/tmp/genreflow-label-bench", help="scratch folder (deleted first)")
     args = p.parse_args(argv)
 
@@ -201,6 +234,10 @@ def main(argv=None) -> int:
           f"{marginal:.3f} per track | {1 / marginal:.2f} | |")
     print("\n_run.json timings:", json.dumps(job["timings"]))
     print("1-track run timings:", json.dumps(one["timings"]))
+    if args.index_rows:
+        ix = index_bench(args.workdir, rows=args.index_rows)
+        print(f"\nskip index: {ix['rows']:,} earlier rows ({ix['parquet_mb']:.1f} MB Parquet) load in "
+              f"{ix['load_s']:.2f} s into {ix['index_mb']:.1f} MB; lookup {ix['lookup_us']:.1f} us")
     return 0
 
 

@@ -24,6 +24,7 @@ Output: ``OUTPUT/run_date=YYYY-MM-DD/part-*.parquet`` (or ``.jsonl``), ``_run.js
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -56,7 +57,7 @@ from transforms.shards import write_dead_letters
 from transforms.sources import TrackRef, expand_inputs, file_fingerprint, read_manifest, refs_from_uris
 from transforms.spec import FEATURE_MEL, FEATURE_SEGMENT_INDEX, FEATURE_START_SECONDS, FEATURE_TRACK_ID, FEATURE_URI, FEATURE_LABEL
 
-__all__ = ["build_parser", "select_inputs", "label_row", "LabelTracks", "run", "main"]
+__all__ = ["build_parser", "select_inputs", "label_row", "LabelTracks", "LabelJob", "prepare", "launch", "run", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -458,44 +459,77 @@ def _read_dead_letters(path: str) -> list[DeadLetter]:
         return [DeadLetter.from_json(line) for line in f if line.strip()]
 
 
-def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse options, label, publish the partition; returns the ``_run.json`` contents.
+@dataclasses.dataclass
+class LabelJob:
+    """Everything :func:`prepare` checked before any work: options, model card, inputs."""
+
+    args: argparse.Namespace
+    beam_args: list[str]
+    card: ModelCard
+    run_date: str
+    refs: list[TrackRef]
+    feature_files: list[str]
+    feature_format: str = ""
+
+
+def prepare(argv: Sequence[str] | None = None) -> LabelJob:
+    """Parse options and check the model dir, ``--features`` data and inputs; nothing is written.
 
     Raises
     ------
     SystemExit
-        On bad options (argparse).
+        On bad options (argparse, exit status 2).
     FileNotFoundError, transforms.inference.ModelDirError, transforms.spec.ParameterMismatchError,
     ValueError
-        Before any work, for a bad model dir, mismatched ``--features`` data or bad inputs.
+        For a model dir without ``model.json`` or with an unusable one, ``--features`` data whose
+        spectrogram parameters differ from the model's, a bad run date, or inputs that match nothing.
     """
-    t0 = time.perf_counter()
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    sources = [bool(args.input), bool(args.manifest), bool(args.features)]
-    if sum(sources) != 1:
+    if sum([bool(args.input), bool(args.manifest), bool(args.features)]) != 1:
         parser.error("give exactly one of --input, --manifest or --features")
     if args.top_k < 1:
         parser.error("--top-k must be >= 1")
-    run_date = label_store.parse_run_date(args.run_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat())
-    started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    labeled_at = started
-
-    # Everything that can be checked is checked before any work.
+    if not 1 <= args.min_batch_size <= args.max_batch_size:
+        parser.error(f"need 1 <= --min-batch-size <= --max-batch-size, got {args.min_batch_size} and "
+                     f"{args.max_batch_size}")
+    if args.features and args.limit is not None:
+        parser.error("--limit applies to audio inputs; use --sample with --features")
+    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    run_date = label_store.parse_run_date(args.run_date or today)
     card = load_model_card(args.model_dir, embeddings=args.embeddings)
-    refs: list[TrackRef] = []
-    feature_files: list[str] = []
     if args.features:
         metadata = read_metadata(args.features)
         card.spectrogram.check_compatible(
-            metadata.spectrogram, what=f"--features data in {args.features} (model {card.model_version} needs the model's)"
+            metadata.spectrogram,
+            what=f"--features data in {args.features} (model {card.model_version} was trained on other parameters)",
         )
-        if args.limit is not None:
-            parser.error("--limit applies to audio inputs; use --sample with --features")
-        feature_files = [label_store.join_uri(args.features, name) for names in metadata.shards.values() for name in names]
-    else:
-        refs = read_manifest(args.manifest) if args.manifest else refs_from_uris(expand_inputs(args.input))
-        refs = select_inputs(refs, sample=args.sample, limit=args.limit)
+        files = [label_store.join_uri(args.features, name) for names in metadata.shards.values() for name in names]
+        return LabelJob(args, list(beam_args), card, run_date, [], files, metadata.format)
+    refs = read_manifest(args.manifest) if args.manifest else refs_from_uris(expand_inputs(args.input))
+    refs = select_inputs(refs, sample=args.sample, limit=args.limit)
+    return LabelJob(args, list(beam_args), card, run_date, refs, [])
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Check, label, publish the partition; returns the ``_run.json`` contents.
+
+    Raises
+    ------
+    Exception
+        What :func:`prepare` raises (before any work), or the pipeline's failure (the partition of
+        the run date is then left as it was; the run's staging folder is removed by the next run).
+    """
+    return launch(prepare(argv))
+
+
+def launch(job: LabelJob) -> dict[str, Any]:
+    """Run the pipeline for a prepared job, write ``_run.json`` and publish the partition."""
+    t0 = time.perf_counter()
+    args, beam_args, card, run_date = job.args, job.beam_args, job.card, job.run_date
+    refs, feature_files = job.refs, job.feature_files
+    started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    labeled_at = started
 
     index_t = time.perf_counter()
     index = (
@@ -523,7 +557,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             tracks = (
                 p
                 | "ShardFiles" >> beam.Create(feature_files)
-                | "ReadShards" >> beam.FlatMap(_shard_rows, fmt=metadata.format)
+                | "ReadShards" >> beam.FlatMap(_shard_rows, fmt=job.feature_format)
                 | "GroupSegments" >> beam.GroupByKey()
                 | "ToTrack" >> beam.Map(_features_from_rows, sample_rate=card.spectrogram.sample_rate,
                                         segment_seconds=card.spectrogram.segment_seconds)
@@ -603,8 +637,17 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: run and print a one-paragraph summary; 0 on success."""
-    manifest = run(argv)
+    """CLI entry point: run and print a one-line summary.
+
+    Returns 0 on success and 2, with a one-line ``genreflow label: error: ...``, when the checks
+    before any work fail (bad model dir, mismatched ``--features`` data, inputs matching nothing).
+    """
+    try:
+        job = prepare(argv)
+    except (FileNotFoundError, ValueError) as e:  # ModelDirError, ParameterMismatchError are ValueErrors
+        print(f"genreflow label: error: {e}", file=sys.stderr)
+        return 2
+    manifest = launch(job)
     c = manifest["counts"]
     print(
         f"run_date={manifest['run_date']} model {manifest['model_version']}: {c['inputs']} inputs, "

@@ -159,7 +159,12 @@ jobmanager.memory.process.size: 1024m
 taskmanager.bind-host: 127.0.0.1
 taskmanager.host: 127.0.0.1
 taskmanager.numberOfTaskSlots: ${SLOTS}
-taskmanager.memory.process.size: 1536m
+taskmanager.memory.process.size: 2048m
+# Beam's portable translation shuffles between many operators; Flink's default network memory
+# (10% of the TaskManager) is too little for the label job at parallelism 2.
+taskmanager.memory.network.fraction: 0.25
+taskmanager.memory.network.min: 256m
+taskmanager.memory.network.max: 512m
 parallelism.default: 1
 rest.address: 127.0.0.1
 rest.bind-address: 127.0.0.1

@@ -26,6 +26,7 @@ import soundfile as sf
 from pipelines import label
 from transforms import label_store
 from transforms.beam_audio import featurize_track
+from transforms.inference import GenreModelHandler
 from transforms.metadata import DatasetMetadata, ModelCard, write_metadata, write_model_card
 from transforms.shards import open_shard_writer, shard_name
 from transforms.records import make_rows
@@ -110,7 +111,7 @@ def world(tmp_path_factory):
 
 def _run(world, out, date, *extra, inputs=None):
     argv = ["--input", inputs or f"{world['audio']}/**/*", "--model-dir", world["model"], "--output", str(out),
-            "--run-date", date, "--max-batch-size", "8", *extra, *IN_PROCESS]
+            "--run-date", date, "--min-batch-size", "2", "--max-batch-size", "8", *extra, *IN_PROCESS]
     return label.run(argv)
 
 
@@ -272,11 +273,15 @@ def test_killed_run_leaves_no_finished_looking_partition(world, tmp_path):
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     staging = tmp_path / "_staging" / "run_date=2026-11-07"
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not (staging.exists() and any(staging.iterdir())):
-        time.sleep(0.05)
+    def writing_started() -> bool:  # the pipeline made its temporary output folder in the staging dir
+        return staging.exists() and any(any(run.iterdir()) for run in staging.iterdir())
+
+    while time.time() < deadline and proc.poll() is None and not writing_started():
+        time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    assert writing_started()
     assert not (tmp_path / "run_date=2026-11-07").exists()
     assert [p for p in os.listdir(tmp_path) if not p.startswith("_")] == []
     # the next run of that date cleans up and publishes
@@ -322,3 +327,25 @@ def test_features_dir_gives_the_same_labels_as_audio(world, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert a[k] == pytest.approx(b[k], abs=1e-6)
+
+
+class _FailingHandler(GenreModelHandler):
+    """A model handler whose every batch fails (stands in for a model that throws)."""
+
+    def run_inference(self, batch, model, inference_args=None):
+        raise RuntimeError("model exploded")
+
+
+def test_failed_inference_batches_become_dead_letters(world, tmp_path, monkeypatch):
+    import transforms.inference as inference
+
+    monkeypatch.setattr(inference, "GenreModelHandler", _FailingHandler)
+    manifest = _run(world, tmp_path, "2026-11-01")
+    c, good = manifest["counts"], _good_refs(world)
+    assert (c["labeled"], c["dead_letters"]) == (0, len(good) + len(BAD))
+    assert manifest["failures"]["inference_error"] == len(good)
+    letters = [json.loads(line) for line in
+               (tmp_path / "run_date=2026-11-01" / "_errors" / "dead_letters-00000-of-00001.jsonl").open()]
+    infer = [d for d in letters if d["stage"] == "infer"]
+    assert sorted(d["track_id"] for d in infer) == sorted(r.track_id for r in good)
+    assert all("model exploded" in d["message"] for d in infer)

@@ -116,6 +116,20 @@ def test_top_db_is_per_segment():
     assert out[0].max() - out[1].max() == pytest.approx(40.0, abs=1e-3)
 
 
+def test_sparse_and_dense_projection_agree():
+    import dataclasses
+
+    p = PARAMS["band"]
+    mel = mel_filter(p)
+    assert mel.sparse_basis is not None
+    np.testing.assert_array_equal(mel.sparse_basis.toarray(), mel.basis)
+    dense = dataclasses.replace(mel, sparse_basis=None)
+    segs = np.stack([np.asarray(v, np.float32) for v in synthetic(p).values()])
+    a, b = log_mel(segs, mel=mel), log_mel(segs, mel=dense)
+    for i in range(len(segs)):
+        assert_parity(a[i], b[i].astype(np.float64), p)
+
+
 def test_wrong_segment_length_rejected():
     p = SpectrogramParams()
     with pytest.raises(ValueError, match="samples"):

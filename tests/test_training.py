@@ -147,6 +147,15 @@ def test_export_load_round_trip_gives_identical_predictions(dataset, tmp_path):
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["temporal", "small", "wide"])
+def test_every_architecture_maps_segments_to_probabilities(arch):
+    model = build_model(input_shape=(16, 16), n_classes=3, arch=arch)
+    probs = np.asarray(model(np.zeros((2, 16, 16), np.float32)))
+    assert probs.shape == (2, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert model.get_layer(EMBEDDING_LAYER).output.shape[-1] > 0
+
+
 def test_check_data_compatible_maps_labels_and_rejects_unknown(dataset):
     md = read_metadata(dataset)
     card = export.ModelCard(model_file="m.keras", model_version="x", labels=["blues", "disco", "jazz", "rock"],

@@ -9,7 +9,8 @@ Every model maps ``(batch, n_mels, n_frames)`` float32 log-mel segments (as stor
 ``(batch, n_labels)`` float32 class probabilities:
 
 ``Normalization`` (per mel band, adapted on the training split and saved in the model)
--> convolution blocks -> global average + max pooling -> dropout -> ``embedding`` (Dense, ReLU)
+-> convolution blocks (1-D along time with mel bands as channels, or 2-D over the image)
+-> global average + max pooling -> dropout -> ``embedding`` (Dense, ReLU)
 -> dropout -> ``probabilities`` (Dense, softmax, float32 even under mixed precision).
 """
 
@@ -54,9 +55,9 @@ class Architecture:
 
 #: Selectable by name with ``genreflow train --arch``.
 ARCHITECTURES = {
-    # ~100k parameters: small enough for a hundred 30 s tracks (see docs/training.md).
+    # 2-D, ~115k parameters, ~30x the multiply-adds of "temporal".
     "small": Architecture(filters=(16, 32, 64, 128), convs_per_block=1, embedding=64, dropout=0.5),
-    # 1-D over time, mel bands as channels: ~10x fewer multiply-adds than "small".
+    # The default (docs/training.md): 1-D over time, mel bands as channels, ~117k parameters.
     "temporal": Architecture(filters=(64, 128, 128), convs_per_block=1, embedding=64, dropout=0.5, kind="1d"),
     # ~1.2M parameters: for thousands of tracks.
     "wide": Architecture(filters=(32, 64, 128, 256), convs_per_block=2, embedding=128, dropout=0.4),
@@ -77,7 +78,7 @@ def build_model(
     *,
     input_shape: tuple[int, int],
     n_classes: int,
-    arch: str = "small",
+    arch: str = "temporal",
     normalizer: Any = None,
     dtype_policy: str = "float32",
 ) -> Any:

@@ -1,6 +1,6 @@
 """``genreflow train``: train a genre CNN on featurize shards and write a self-describing model dir.
 
-    genreflow train --data DATA_DIR --model-dir MODEL_DIR [--epochs 40] [--arch small|wide] ...
+    genreflow train --data DATA_DIR --model-dir MODEL_DIR [--epochs 40] [--arch temporal|small|wide] ...
     python -m training.train --data DATA_DIR --model-dir MODEL_DIR
 
 Everything about the data (shapes, label vocabulary, spectrogram parameters, shard format, class
@@ -39,14 +39,14 @@ class TrainConfig:
 
     data: str
     model_dir: str
-    arch: str = "small"
+    arch: str = "temporal"
     epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 2e-3
     warmup_epochs: int = 2
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
-    mixup: float = 0.0
+    mixup: float = 0.3
     freq_mask: int = 16
     time_mask: int = 20
     balance: str = "weights"
@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="featurize output directory (with metadata.json)")
     p.add_argument("--model-dir", required=True, help="output model dir (local path); a rerun resumes")
-    p.add_argument("--arch", default=d.arch, help="architecture: small (default, ~100k weights) or wide")
+    p.add_argument("--arch", default=d.arch, help="architecture: temporal (1-D convolutions over time, mel bands as channels), small (2-D CNN) or wide (bigger 2-D CNN); see docs/training.md")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (passes over train)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size, segments")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")

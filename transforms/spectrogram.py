@@ -9,9 +9,11 @@ them, which is several times faster than calling librosa per segment.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import scipy.fft
+import scipy.sparse
 
 from transforms.spec import SpectrogramParams
 
@@ -28,11 +30,15 @@ class MelFilter:
         Periodic Hann window (``scipy.signal.get_window("hann", n_fft, fftbins=True)``).
     basis : np.ndarray, float32, shape (n_mels, n_fft // 2 + 1)
         Slaney mel filterbank, as ``librosa.filters.mel``.
+    sparse_basis : scipy.sparse.csr_array or None
+        ``basis`` in CSR form (about 99% of it is zeros); :func:`log_mel` projects with it when
+        present, the dense ``basis`` otherwise.
     """
 
     params: SpectrogramParams
     window: np.ndarray
     basis: np.ndarray
+    sparse_basis: Any = None
 
 
 def mel_filter(params: SpectrogramParams) -> MelFilter:
@@ -49,7 +55,10 @@ def mel_filter(params: SpectrogramParams) -> MelFilter:
         fmax=params.effective_fmax,
         dtype=np.float32,
     )
-    return MelFilter(params=params, window=window, basis=np.ascontiguousarray(basis))
+    basis = np.ascontiguousarray(basis)
+    return MelFilter(
+        params=params, window=window, basis=basis, sparse_basis=scipy.sparse.csr_array(basis)
+    )
 
 
 def _frames(segments: np.ndarray, params: SpectrogramParams) -> np.ndarray:
@@ -58,6 +67,19 @@ def _frames(segments: np.ndarray, params: SpectrogramParams) -> np.ndarray:
     padded = np.pad(segments, ((0, 0), (pad, pad)), mode="constant")
     view = np.lib.stride_tricks.sliding_window_view(padded, params.n_fft, axis=1)
     return view[:, :: params.hop_length][:, : params.n_frames]
+
+
+def _project(power: np.ndarray, mel: MelFilter) -> np.ndarray:
+    """Mel projection of ``(n_seg, n_frames, n_bins)`` power to ``(n_seg, n_mels, n_frames)``.
+
+    The sparse product does ~1% of the dense one's work in one thread; a dense BLAS matmul this
+    size is also slow when several worker processes each start BLAS threads on few cores.
+    """
+    n_seg, n_frames, n_bins = power.shape
+    if mel.sparse_basis is None:
+        return np.matmul(mel.basis, np.swapaxes(power, 1, 2))
+    flat = mel.sparse_basis @ power.reshape(n_seg * n_frames, n_bins).T  # (n_mels, n_seg*n_frames)
+    return np.asarray(flat, dtype=np.float32).reshape(-1, n_seg, n_frames).transpose(1, 0, 2)
 
 
 def power_to_log(power: np.ndarray, *, params: SpectrogramParams) -> np.ndarray:
@@ -111,8 +133,9 @@ def log_mel(segments: np.ndarray, *, mel: MelFilter) -> np.ndarray:
             f"segments have {segments.shape[1]} samples, parameters say {params.segment_samples}"
         )
     frames = _frames(segments, params) * mel.window  # (n_seg, n_frames, n_fft)
-    spectrum = scipy.fft.rfft(frames, axis=-1, workers=1)  # (n_seg, n_frames, n_bins), complex64
-    power = spectrum.real**2 + spectrum.imag**2
-    mel_power = np.matmul(mel.basis, np.swapaxes(power, 1, 2))  # (n_seg, n_mels, n_frames)
+    spectrum = scipy.fft.rfft(frames, axis=-1, workers=1, overwrite_x=True)  # complex64
+    power = np.abs(spectrum)  # (n_seg, n_frames, n_bins), float32
+    power *= power
+    mel_power = _project(power, mel)  # (n_seg, n_mels, n_frames)
     out = power_to_log(mel_power, params=params)
     return out[0] if single else out

@@ -1,0 +1,457 @@
+"""``genreflow demo``: the whole product on generated music, in one command.
+
+::
+
+    genreflow demo --output DIR [--quick]
+
+Steps, each announced with its progress, on the local runner:
+
+1. **synth**: a labeled training collection ``DIR/collection`` (:mod:`pipelines.synth`);
+2. **featurize**: ``DIR/collection/**.wav`` -> log-mel shards ``DIR/features`` (:mod:`pipelines.featurize`);
+3. **train**: a CNN ``DIR/model`` (:mod:`training.train`);
+4. **catalog**: held-out clips made with another seed, in mixed formats, plus a few broken files,
+   ``DIR/catalog``;
+5. **label**: the catalog -> ``DIR/labels/run_date=YYYY-MM-DD/`` (:mod:`pipelines.label`);
+6. **report**: ``DIR/report/``: ``gallery.png`` (one log-mel per style), ``training_curves.png``,
+   ``confusion.png`` (catalog, track level), ``labels.csv`` (every catalog track: true style,
+   predicted genre, score) and ``summary.json``.
+
+It ends with a summary a person reads in ten seconds: tracks per step, dead letters, track accuracy on
+the held-out catalog and where each output lives.  A failing step stops the demo with a message that
+names it (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from pipelines import synth
+from pipelines.synth_styles import STYLE_NAMES
+
+__all__ = [
+    "DemoConfig",
+    "DEFAULT",
+    "QUICK",
+    "DemoStepError",
+    "catalog_accuracy",
+    "plot_gallery",
+    "run_demo",
+    "format_summary",
+    "run",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+CATALOG_FORMATS = ("wav", "flac", "ogg", "mp3")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of one demo run.
+
+    Attributes
+    ----------
+    output : str
+        Folder for everything the demo writes (local path).
+    styles : tuple of str
+        Styles to generate and learn.
+    clips_per_style, catalog_clips_per_style : int
+        Training collection and held-out catalog sizes per style.
+    seconds : float
+        Clip length in seconds (3 s segments: 10 s gives 3 per clip).
+    epochs : int
+        Training epochs.
+    corrupt : int
+        Broken files added to the catalog (they must come out as dead letters).
+    seed, catalog_seed : int
+        Seeds of the collection and of the catalog (different: the catalog is new music).
+    workers : int or None
+        Synth worker processes (default: all cores).
+    train_args : tuple of str
+        Extra ``genreflow train`` options.
+    """
+
+    output: str
+    styles: tuple[str, ...] = STYLE_NAMES
+    clips_per_style: int = 40
+    catalog_clips_per_style: int = 10
+    seconds: float = 10.0
+    epochs: int = 12
+    corrupt: int = 4
+    seed: int = 0
+    catalog_seed: int = 1000
+    workers: int | None = None
+    train_args: tuple[str, ...] = ()
+
+
+#: The defaults: all styles, 400 clips of 10 s, 100 catalog clips + 4 broken files.
+DEFAULT = {}
+#: ``--quick``: a small run (a minute or two on 2 cores) that shows every step working.
+QUICK = {"clips_per_style": 12, "catalog_clips_per_style": 3, "seconds": 6.0, "epochs": 6, "corrupt": 3}
+
+
+class DemoStepError(RuntimeError):
+    """A demo step failed; ``step`` names it and the message says why."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"step '{step}' failed: {message}")
+        self.step = step
+
+
+# Report pieces (plain functions) ---------------------------------------------------------------
+def catalog_accuracy(rows: Sequence[Mapping[str, Any]], truth: Mapping[str, str], *,
+                     labels: Sequence[str]) -> dict[str, Any]:
+    """Join label rows with the catalog's true styles and score them.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        Label rows with ``track_id``, ``genre``, ``score`` (and ``uri``).
+    truth : mapping of str to str
+        ``{track_id: true style}`` of the good catalog tracks.
+    labels : sequence of str
+        Label vocabulary (confusion matrix order).
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (correct / all true tracks: a track without a label row counts as wrong),
+        ``correct``, ``tracks``, ``labeled``, ``missing`` (true tracks without a row), ``unexpected``
+        (rows for tracks not in ``truth``, e.g. broken files that got a label), ``confusion``
+        (int array ``(n_labels, n_labels)``, rows = true, over labeled tracks) and ``joined`` (one
+        dict per true track: ``track_id``, ``uri``, ``true``, ``predicted``, ``score``, ``correct``).
+    """
+    index = {name: i for i, name in enumerate(labels)}
+    by_id = {str(r["track_id"]): r for r in rows}
+    confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    joined = []
+    for track_id in sorted(truth):
+        true = truth[track_id]
+        row = by_id.get(track_id)
+        predicted = str(row["genre"]) if row is not None else ""
+        if row is not None and true in index and predicted in index:
+            confusion[index[true], index[predicted]] += 1
+        joined.append({
+            "track_id": track_id, "uri": str(row.get("uri", "")) if row is not None else "", "true": true,
+            "predicted": predicted, "score": float(row["score"]) if row is not None else float("nan"),
+            "correct": bool(row is not None and predicted == true),
+        })
+    correct = sum(j["correct"] for j in joined)
+    return {
+        "accuracy": correct / len(truth) if truth else float("nan"),
+        "correct": correct,
+        "tracks": len(truth),
+        "labeled": sum(1 for t in truth if t in by_id),
+        "missing": sorted(t for t in truth if t not in by_id),
+        "unexpected": sorted(t for t in by_id if t not in truth),
+        "confusion": confusion,
+        "joined": joined,
+    }
+
+
+def plot_gallery(examples: Mapping[str, str], *, params: Any, path: str) -> str:
+    """One log-mel spectrogram (the first segment) per style, in a grid.
+
+    Parameters
+    ----------
+    examples : mapping of str to str
+        ``{style: audio file path}``.
+    params : transforms.spec.SpectrogramParams
+        The features' parameters (the model's input).
+    path : str
+        PNG file to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from transforms.audio import load_mono, segment_audio
+    from transforms.spectrogram import log_mel, mel_filter
+
+    mel = mel_filter(params)
+    n = len(examples)
+    cols = min(5, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (style, audio_path) in zip(axes.flat, sorted(examples.items())):
+        with open(audio_path, "rb") as f:
+            y = load_mono(f.read(), params=params, name=audio_path)
+        spec = log_mel(segment_audio(y, params=params)[:1], mel=mel)[0]
+        ax.imshow(spec, origin="lower", aspect="auto", cmap="magma",
+                  extent=(0, params.segment_seconds, 0, params.n_mels))
+        ax.set_title(f"{style}  ({os.path.basename(audio_path)})", fontsize=9)
+    fig.suptitle(f"log-mel spectrograms ({params.n_mels} mel bands x {params.segment_seconds:g} s), one per style")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _write_labels_csv(path: str, joined: Sequence[Mapping[str, Any]]) -> str:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["track_id", "uri", "true", "predicted", "score", "correct"],
+                                lineterminator="\n")
+        writer.writeheader()
+        for row in joined:
+            writer.writerow({**row, "score": f"{row['score']:.4f}"})
+    return path
+
+
+# Steps -----------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Progress:
+    total: int
+    done: int = 0
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def step(self, name: str, what: str, fn: Callable[[], Any]) -> Any:
+        self.done += 1
+        print(f"\n[{self.done}/{self.total}] {name}: {what}", flush=True)
+        started = time.perf_counter()
+        try:
+            result = fn()
+        except DemoStepError:
+            raise
+        except SystemExit as e:  # argparse inside a step
+            raise DemoStepError(name, f"exited with status {e.code}") from e
+        except Exception as e:
+            raise DemoStepError(name, f"{type(e).__name__}: {e}") from e
+        self.timings[name] = time.perf_counter() - started
+        print(f"[{self.done}/{self.total}] {name}: done in {self.timings[name]:.0f} s", flush=True)
+        return result
+
+
+def _check(step: str, condition: bool, message: str) -> None:
+    if not condition:
+        raise DemoStepError(step, message)
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run every step; returns the summary (also written to ``report/summary.json``).
+
+    Raises
+    ------
+    DemoStepError
+        Naming the step that failed.
+    """
+    from pipelines import featurize, label
+    from training import train
+    from transforms import label_store
+    from transforms.metadata import read_metadata, read_model_card, write_json_atomic
+
+    started = time.perf_counter()
+    root = os.path.abspath(cfg.output)
+    paths = {name: os.path.join(root, name) for name in ("collection", "features", "model", "catalog", "labels",
+                                                          "report")}
+    os.makedirs(root, exist_ok=True)
+    for stale in ("features", "model", "labels", "report"):  # a rerun starts these from scratch
+        shutil.rmtree(paths[stale], ignore_errors=True)
+    run_date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    progress = _Progress(total=6)
+    n_styles = len(cfg.styles)
+
+    collection = progress.step(
+        "synth", f"{n_styles} styles x {cfg.clips_per_style} clips of {cfg.seconds:g} s -> {paths['collection']}",
+        lambda: synth.write_collection(paths["collection"], styles=cfg.styles, clips_per_style=cfg.clips_per_style,
+                                       seconds=cfg.seconds, formats=("wav",), seed=cfg.seed, workers=cfg.workers))
+
+    def do_featurize():
+        result = featurize.run(["--input", os.path.join(paths["collection"], "**.wav"),
+                                "--output", paths["features"]])
+        md = read_metadata(paths["features"])
+        _check("featurize", md.inputs["featurized"] > 0 and bool(md.shards.get("train")),
+               f"no training shards in {paths['features']}")
+        print(featurize.format_summary(result), flush=True)
+        return md
+
+    metadata = progress.step("featurize", f"{paths['collection']}/**.wav -> log-mel shards {paths['features']}",
+                             do_featurize)
+
+    def do_train():
+        summary = train.run(["--data", paths["features"], "--model-dir", paths["model"], "--epochs", str(cfg.epochs),
+                             "--verbose", "2", *cfg.train_args])
+        card = read_model_card(paths["model"])
+        _check("train", os.path.exists(os.path.join(paths["model"], card.model_file)),
+               f"no model file in {paths['model']}")
+        return summary, card
+
+    train_summary, card = progress.step(
+        "train", f"CNN on {metadata.counts.get('train', {}).get('segments', '?')} segments, {cfg.epochs} epochs "
+                 f"-> {paths['model']}", do_train)
+
+    catalog = progress.step(
+        "catalog", f"{n_styles} styles x {cfg.catalog_clips_per_style} new clips (seed {cfg.catalog_seed}, "
+                   f"{','.join(CATALOG_FORMATS)}) + {cfg.corrupt} broken files -> {paths['catalog']}",
+        lambda: synth.write_collection(paths["catalog"], styles=cfg.styles,
+                                       clips_per_style=cfg.catalog_clips_per_style, seconds=cfg.seconds,
+                                       formats=CATALOG_FORMATS, seed=cfg.catalog_seed, corrupt=cfg.corrupt,
+                                       workers=cfg.workers))
+
+    def do_label():
+        pattern = os.path.join(paths["catalog"], "**.{" + ",".join(CATALOG_FORMATS) + "}")
+        manifest = label.run(["--input", pattern, "--model-dir", paths["model"], "--output", paths["labels"],
+                              "--run-date", run_date, "--format", "parquet", "--no-skip-labeled"])
+        table = label_store.read_labels(paths["labels"], run_date=run_date)
+        _check("label", table.num_rows > 0, f"no label rows in {paths['labels']}")
+        return manifest, table.select(["track_id", "uri", "genre", "score"]).to_pylist()
+
+    label_run, label_rows = progress.step(
+        "label", f"{len(catalog.tracks) + len(catalog.corrupt)} catalog files -> {paths['labels']}", do_label)
+
+    def do_report():
+        from training import plots
+
+        os.makedirs(paths["report"], exist_ok=True)
+        scores = catalog_accuracy(label_rows, catalog.labels, labels=card.labels)
+        files = {}
+        first = {}
+        for t in catalog.tracks:
+            first.setdefault(t.label, t.path)
+        files["gallery"] = plot_gallery(first, params=card.spectrogram,
+                                        path=os.path.join(paths["report"], "gallery.png"))
+        curves = os.path.join(paths["model"], "training_curves.png")
+        if os.path.exists(curves):
+            files["training_curves"] = shutil.copy(curves, os.path.join(paths["report"], "training_curves.png"))
+        else:
+            logger.warning("the trainer wrote no %s", curves)
+        files["confusion"] = plots.plot_confusion(
+            scores["confusion"], labels=card.labels, path=os.path.join(paths["report"], "confusion.png"),
+            title=f"held-out catalog, track level: {scores['correct']}/{scores['tracks']} correct")
+        files["labels"] = _write_labels_csv(os.path.join(paths["report"], "labels.csv"), scores["joined"])
+        return scores, files
+
+    scores, files = progress.step("report", f"gallery, curves, confusion matrix, labels -> {paths['report']}",
+                                  do_report)
+
+    partition = label_store.partition_dir(paths["labels"], run_date)
+    summary = {
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
+        "styles": list(cfg.styles),
+        "steps": {
+            "synth": {"tracks": len(collection.tracks), "seconds": round(progress.timings["synth"], 1)},
+            "featurize": {"inputs": metadata.inputs["matched"], "featurized": metadata.inputs["featurized"],
+                          "dead_letters": metadata.inputs["failed"],
+                          "segments": {s: c.get("segments", 0) for s, c in metadata.counts.items()},
+                          "seconds": round(progress.timings["featurize"], 1)},
+            "train": {"epochs": cfg.epochs, "metrics": train_summary.get("metrics", {}),
+                      "model_version": card.model_version, "seconds": round(progress.timings["train"], 1)},
+            "catalog": {"tracks": len(catalog.tracks), "corrupt": len(catalog.corrupt),
+                        "seconds": round(progress.timings["catalog"], 1)},
+            "label": {"inputs": label_run["counts"]["inputs"], "labeled": label_run["counts"]["labeled"],
+                      "dead_letters": label_run["counts"]["dead_letters"], "failures": label_run["failures"],
+                      "seconds": round(progress.timings["label"], 1)},
+        },
+        "catalog_accuracy": {k: scores[k] for k in ("accuracy", "correct", "tracks", "labeled", "missing",
+                                                     "unexpected")},
+        "chance": 1.0 / n_styles,
+        "outputs": {**paths, "labels_partition": partition,
+                    "report_files": {k: os.path.basename(v) for k, v in files.items()}},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json_atomic(os.path.join(paths["report"], "summary.json"), summary)
+    return summary
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The ten-second read: tracks per step, dead letters, accuracy, where things are."""
+    s, acc, out = summary["steps"], summary["catalog_accuracy"], summary["outputs"]
+    minutes, seconds = divmod(int(round(summary["seconds"])), 60)
+    train_metrics = s["train"]["metrics"] or {}
+    val = train_metrics.get("track_accuracy")
+    lines = [
+        "",
+        f"genreflow demo finished in {minutes}:{seconds:02d}",
+        f"  synth      {s['synth']['tracks']:>5} clips in {len(summary['styles'])} styles",
+        f"  featurize  {s['featurize']['featurized']:>5} tracks -> {sum(s['featurize']['segments'].values())} "
+        f"segments, {s['featurize']['dead_letters']} dead letters",
+        f"  train      {s['train']['epochs']:>5} epochs"
+        + (f", track accuracy on its own test split {val:.1%}" if val is not None else ""),
+        f"  catalog    {s['catalog']['tracks']:>5} new clips + {s['catalog']['corrupt']} broken files",
+        f"  label      {s['label']['labeled']:>5} labeled, {s['label']['dead_letters']} dead letters "
+        f"{json.dumps(s['label']['failures'])}",
+        f"  ACCURACY on the held-out catalog: {acc['accuracy']:.1%} ({acc['correct']}/{acc['tracks']} tracks; "
+        f"chance {summary['chance']:.0%})",
+        "  outputs:",
+        f"    model    {out['model']}",
+        f"    labels   {out['labels_partition']}",
+        f"    report   {out['report']}/  ({', '.join(sorted(out['report_files'].values()))}, summary.json)",
+    ]
+    return "\n".join(lines)
+
+
+# CLI -------------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="genreflow demo",
+        description="synth -> featurize -> train -> label a held-out catalog -> report, on generated music, "
+                    "all on this machine.",
+    )
+    p.add_argument("--output", default="demo-output", help="folder for everything the demo writes "
+                                                           "(default demo-output)")
+    p.add_argument("--quick", action="store_true",
+                   help="a small run (about a minute or two on 2 cores) instead of the full demo")
+    p.add_argument("--styles", default=None, help="comma-separated styles (default: all)")
+    p.add_argument("--clips-per-style", type=int, default=None, help="training clips per style (default 40)")
+    p.add_argument("--catalog-clips-per-style", type=int, default=None, help="catalog clips per style (default 10)")
+    p.add_argument("--seconds", type=float, default=None, help="clip length in seconds (default 10)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
+    p.add_argument("--corrupt", type=int, default=None, help="broken files added to the catalog (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training collection (default 0)")
+    p.add_argument("--workers", type=int, default=None, help="synth worker processes (default: all cores)")
+    return p
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> DemoConfig:
+    """Build the :class:`DemoConfig` of a command line (defaults, ``--quick``, explicit options)."""
+    args = _parser().parse_args(argv)
+    values: dict[str, Any] = dict(QUICK if args.quick else DEFAULT)
+    for name in ("clips_per_style", "catalog_clips_per_style", "seconds", "epochs", "corrupt"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.styles:
+        values["styles"] = tuple(s.strip() for s in args.styles.split(",") if s.strip())
+    return DemoConfig(output=args.output, seed=args.seed, catalog_seed=args.seed + 1000, workers=args.workers,
+                      **values)
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv`` and run the demo; returns the summary."""
+    return run_demo(config_from_args(argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: run, print the summary; exit status 1 naming the failed step."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cfg = config_from_args(argv)
+    print(f"genreflow demo: writing to {os.path.abspath(cfg.output)}", flush=True)
+    try:
+        summary = run_demo(cfg)
+    except DemoStepError as e:
+        print(f"\ngenreflow demo: {e}", file=sys.stderr)
+        print(f"genreflow demo: stopped; outputs so far are in {os.path.abspath(cfg.output)}", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Helpers for the scale-out tests (Flink, portable runner, Dataflow dry runs).
+
+A tiny world that every runner can process in seconds: two "genres" of generated tones at 8 kHz,
+0.5 s segments with 16 mel bands, one corrupt file (a dead letter on every runner), and an
+untrained Keras model of that input shape with a fixed seed (the tests compare runners with each
+other, not the model with the truth, so training would only cost time).
+
+Jobs on a real cluster run as ``python -m pipelines.<job>`` subprocesses with a timeout, so that a
+hang (a worker that cannot import the package, a lost harness) fails the test instead of blocking CI.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from transforms.metadata import ModelCard, read_metadata, write_model_card
+from transforms.spec import FEATURE_MEL, FEATURE_SEGMENT_INDEX, FEATURE_TRACK_ID, SpectrogramParams
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.dirname(sys.executable)
+SR = 8000
+PARAMS = SpectrogramParams(sample_rate=SR, n_fft=256, hop_length=128, n_mels=16,
+                           segment_seconds=0.5, segment_hop_seconds=0.5)
+SPEC_ARGS = ["--sample-rate", str(SR), "--n-fft", "256", "--hop-length", "128", "--n-mels", "16",
+             "--segment-seconds", "0.5"]
+GENRES = {"drone": 180.0, "whistle": 2400.0}
+#: The reference: Beam's local runner in the test process (what DirectRunner falls back to offline).
+IN_PROCESS = ["--runner", "FnApiRunner", "--direct_running_mode", "in_memory"]
+#: Per-job limit for a subprocess run on a cluster; a hang fails instead of blocking CI.
+JOB_TIMEOUT_S = 300
+
+
+def make_catalog(root: str) -> str:
+    """``root/<genre>/<genre>.0000i.wav`` (2 per genre, 1.1-1.6 s) plus ``root/drone/corrupt.wav``.
+
+    Returns the glob that matches all of them.
+    """
+    for g, (genre, freq) in enumerate(GENRES.items()):
+        os.makedirs(os.path.join(root, genre), exist_ok=True)
+        for i in range(2):
+            rng = np.random.default_rng(10 * g + i)
+            t = np.arange(int(SR * (1.1 + 0.5 * i))) / SR
+            y = (0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+            sf.write(os.path.join(root, genre, f"{genre}.{i:05d}.wav"), y, SR)
+    with open(os.path.join(root, "drone", "corrupt.wav"), "wb") as f:
+        f.write(b"RIFF\x10\x00\x00\x00WAVEnot really audio")
+    return os.path.join(root, "*", "*.wav")
+
+
+def make_model(model_dir: str, *, seed: int = 0) -> ModelCard:
+    """An untrained CNN over ``PARAMS.mel_shape`` (fixed seed), saved as ``model.keras`` + ``model.json``."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    labels = sorted(GENRES)
+    inp = keras.Input(PARAMS.mel_shape)
+    h = keras.layers.Reshape(PARAMS.mel_shape + (1,))(inp)
+    h = keras.layers.Rescaling(1 / 40.0, offset=1.0)(h)
+    h = keras.layers.Conv2D(4, 3, activation="relu")(h)
+    h = keras.layers.MaxPooling2D((2, 4))(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(6, activation="tanh", name="embedding")(h)
+    out = keras.layers.Dense(len(labels), activation="softmax")(h)
+    model = keras.Model(inp, out)
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, "model.keras")
+    model.save(path)
+    with open(path, "rb") as f:
+        version = hashlib.sha256(f.read()).hexdigest()[:16]
+    card = ModelCard(model_file="model.keras", model_version=version, labels=labels, spectrogram=PARAMS,
+                     input_shape=list(PARAMS.mel_shape), embedding_layer="embedding")
+    write_model_card(model_dir, card)
+    return card
+
+
+def featurize_argv(audio_glob: str, output: str, *, fmt: str = "parquet", num_shards: int = 0) -> list[str]:
+    """The featurize job's own options for the tiny world (Beam options are appended by the caller)."""
+    return ["--input", audio_glob, "--output", output, "--format", fmt, "--num-shards", str(num_shards),
+            "--max-error-fraction", "0.5", *SPEC_ARGS]
+
+
+def label_argv(audio_glob: str, model_dir: str, output: str, *, run_date: str = "2026-01-02") -> list[str]:
+    """The label job's own options for the tiny world."""
+    return ["--input", audio_glob, "--model-dir", model_dir, "--output", output, "--run-date", run_date,
+            "--min-batch-size", "4", "--max-batch-size", "8"]
+
+
+def run_job(module: str, argv: list[str], *, timeout: float = JOB_TIMEOUT_S,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m module argv`` with the project venv's python; raises AssertionError with its log on failure.
+
+    Raises
+    ------
+    AssertionError
+        On a non-zero exit or when the job runs longer than ``timeout`` seconds (it is killed).
+    """
+    cmd = [sys.executable, "-m", module, *argv]
+    full_env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""), **(env or {})}
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"")[-4000:] if isinstance(e.stdout, bytes) else (e.stdout or "")[-4000:]
+        err = (e.stderr or b"")[-8000:] if isinstance(e.stderr, bytes) else (e.stderr or "")[-8000:]
+        raise AssertionError(f"{module} did not finish in {timeout:.0f} s (a hang?)\n{out}\n{err}") from None
+    assert proc.returncode == 0, f"{module} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    return proc
+
+
+def featurize_rows(output: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every segment row of a featurize output, keyed by ``(track_id, segment_index)``.
+
+    Reads the shards listed in ``metadata.json`` with pyarrow (Parquet) or protobuf (TFRecord), so
+    the check does not go through the job's own reader.
+    """
+    from transforms.records import decode_example, table_to_rows
+
+    md = read_metadata(output)
+    rows: list[dict[str, Any]] = []
+    for names in md.shards.values():
+        for name in names:
+            path = os.path.join(output, name)
+            if md.format == "parquet":
+                import pyarrow.parquet as pq
+
+                rows += table_to_rows(pq.read_table(path))
+            else:
+                import tensorflow as tf
+
+                rows += [decode_example(r.numpy()) for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
+    keyed = {(r[FEATURE_TRACK_ID], int(r[FEATURE_SEGMENT_INDEX])): r for r in rows}
+    assert len(keyed) == len(rows), "duplicate (track_id, segment_index) rows"
+    return keyed
+
+
+def dead_letter_uris(output: str, pattern: str = "errors/*.jsonl") -> list[str]:
+    """Sorted URIs of the dead-letter records under ``output``."""
+    uris = []
+    for path in glob.glob(os.path.join(output, pattern)):
+        with open(path) as f:
+            uris += [json.loads(line)["uri"] for line in f if line.strip()]
+    return sorted(uris)
+
+
+def assert_same_features(got: str, want: str, *, atol: float = 1e-4) -> None:
+    """Two featurize outputs hold the same rows, mels within ``atol`` dB, and the same bookkeeping."""
+    g_md, w_md = read_metadata(got), read_metadata(want)
+    assert g_md.labels == w_md.labels
+    assert g_md.counts == w_md.counts
+    assert g_md.inputs == w_md.inputs
+    assert g_md.failures == w_md.failures
+    assert g_md.shards == w_md.shards
+    g_rows, w_rows = featurize_rows(got), featurize_rows(want)
+    assert sorted(g_rows) == sorted(w_rows)
+    for key, w in w_rows.items():
+        g = g_rows[key]
+        for field, value in w.items():
+            if field == FEATURE_MEL:
+                np.testing.assert_allclose(g[FEATURE_MEL], value, atol=atol, rtol=0, err_msg=str(key))
+            else:
+                assert g[field] == value, (key, field)
+    assert dead_letter_uris(got) == dead_letter_uris(want)
+
+
+def label_rows(output: str) -> dict[str, dict[str, Any]]:
+    """Published label rows by track id (``labeled_at`` dropped: it is the run's start time)."""
+    from transforms import label_store
+
+    table = label_store.read_labels(output)
+    rows = {}
+    for row in table.to_pylist():
+        row.pop("labeled_at", None)
+        rows[row["track_id"]] = row
+    return rows
+
+
+def assert_same_labels(got: str, want: str, *, atol: float = 1e-5) -> None:
+    """Two label outputs hold the same tracks, genres and top-k, probabilities within ``atol``."""
+    g_rows, w_rows = label_rows(got), label_rows(want)
+    assert sorted(g_rows) == sorted(w_rows)
+    assert w_rows, "the reference labeled nothing"
+    for track_id, w in w_rows.items():
+        g = g_rows[track_id]
+        for field, value in w.items():
+            if field == "probabilities":
+                g_p, w_p = dict(g[field]), dict(value)
+                assert sorted(g_p) == sorted(w_p)
+                np.testing.assert_allclose([g_p[k] for k in sorted(w_p)], [w_p[k] for k in sorted(w_p)],
+                                           atol=atol, rtol=0, err_msg=track_id)
+            elif field in ("score", "duration_seconds"):
+                assert abs(g[field] - value) <= atol, (track_id, field)
+            elif field == "top_k":
+                assert [k["genre"] for k in g[field]] == [k["genre"] for k in value], track_id
+                np.testing.assert_allclose([k["score"] for k in g[field]], [k["score"] for k in value],
+                                           atol=atol, rtol=0, err_msg=track_id)
+            elif field == "embedding":
+                np.testing.assert_allclose(g[field], value, atol=atol, rtol=0, err_msg=track_id)
+            else:
+                assert g[field] == value, (track_id, field)
+
+
+def label_run_manifest(output: str) -> dict[str, Any]:
+    """The ``_run.json`` of the only published partition of a label output."""
+    from transforms import label_store
+
+    partitions = label_store.list_partitions(output)
+    assert len(partitions) == 1, partitions
+    (part,) = partitions.values()
+    with open(os.path.join(part, label_store.RUN_MANIFEST)) as f:
+        return json.load(f)

@@ -1,0 +1,121 @@
+"""Tests of ``genreflow demo``: the report pieces (fast) and a small run end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from pipelines import demo, synth
+from transforms.spec import SpectrogramParams
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path: str) -> None:
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_SIGNATURE, path
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.verify()
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 50 and pixels.shape[1] > 50
+    assert float(pixels[..., :3].std()) > 0.01, f"{path} is blank"
+
+
+def test_catalog_accuracy_joins_rows_with_truth():
+    truth = {"a/1": "jazz", "a/2": "jazz", "b/1": "rock", "b/2": "rock", "c/1": "folk"}
+    rows = [
+        {"track_id": "a/1", "uri": "/x/a/1", "genre": "jazz", "score": 0.9},
+        {"track_id": "a/2", "uri": "/x/a/2", "genre": "rock", "score": 0.6},
+        {"track_id": "b/1", "uri": "/x/b/1", "genre": "rock", "score": 0.8},
+        {"track_id": "c/1", "uri": "/x/c/1", "genre": "folk", "score": 0.7},
+        {"track_id": "zzz", "uri": "/x/zzz", "genre": "rock", "score": 0.4},  # not in the catalog
+    ]  # b/2 has no row (dead-lettered): it counts as wrong
+    labels = ["folk", "jazz", "rock"]
+    out = demo.catalog_accuracy(rows, truth, labels=labels)
+    assert out["correct"] == 3 and out["tracks"] == 5 and out["labeled"] == 4
+    assert out["accuracy"] == pytest.approx(3 / 5)
+    assert out["missing"] == ["b/2"] and out["unexpected"] == ["zzz"]
+    expected = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    np.testing.assert_array_equal(out["confusion"], expected)
+    by_id = {j["track_id"]: j for j in out["joined"]}
+    assert by_id["a/2"]["predicted"] == "rock" and not by_id["a/2"]["correct"]
+    assert by_id["b/2"]["predicted"] == "" and np.isnan(by_id["b/2"]["score"])
+
+
+def test_plot_gallery_writes_a_png(tmp_path):
+    result = synth.write_collection(str(tmp_path / "c"), styles=("ambient", "metal", "reggae"), clips_per_style=1,
+                                    seconds=3.0, formats=("flac",), workers=1)
+    examples = {t.label: t.path for t in result.tracks}
+    path = demo.plot_gallery(examples, params=SpectrogramParams(), path=str(tmp_path / "gallery.png"))
+    _assert_png(path)
+
+
+def test_config_from_args_quick_and_overrides():
+    full = demo.config_from_args(["--output", "x"])
+    quick = demo.config_from_args(["--output", "x", "--quick"])
+    assert full.clips_per_style > quick.clips_per_style and full.epochs > quick.epochs
+    assert full.catalog_seed != full.seed
+    custom = demo.config_from_args(["--output", "x", "--quick", "--epochs", "3", "--styles", "jazz, rock"])
+    assert custom.epochs == 3 and custom.styles == ("jazz", "rock")
+    assert custom.clips_per_style == demo.QUICK["clips_per_style"]
+
+
+def test_a_failing_step_is_named(tmp_path, capsys):
+    # An unknown style makes the first step fail before anything heavy runs.
+    code = demo.main(["--output", str(tmp_path / "d"), "--quick", "--styles", "polka"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "step 'synth' failed" in err and "polka" in err
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_small(tmp_path, capsys):
+    out = str(tmp_path / "demo")
+    styles = ("ambient", "electronic", "jazz", "metal")
+    code = demo.main(["--output", out, "--quick", "--styles", ",".join(styles), "--clips-per-style", "10",
+                      "--catalog-clips-per-style", "3", "--seconds", "6", "--epochs", "8", "--corrupt", "3",
+                      "--workers", "2"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    for n in range(1, 7):
+        assert f"[{n}/6]" in printed  # every step announced itself
+    assert "ACCURACY on the held-out catalog" in printed
+
+    # Each step produced what the next one needs.
+    assert os.path.exists(os.path.join(out, "collection", "manifest.csv"))
+    with open(os.path.join(out, "features", "metadata.json")) as f:
+        md = json.load(f)
+    assert md["inputs"]["featurized"] == 40 and md["inputs"]["failed"] == 0
+    assert md["shards"]["train"] and sorted(md["labels"]) == sorted(styles)
+    with open(os.path.join(out, "model", "model.json")) as f:
+        card = json.load(f)
+    assert os.path.exists(os.path.join(out, "model", card["model_file"]))
+    assert os.path.exists(os.path.join(out, "catalog", "corrupt.csv"))
+
+    with open(os.path.join(out, "report", "summary.json")) as f:
+        summary = json.load(f)
+    steps = summary["steps"]
+    assert steps["catalog"]["tracks"] == 12 and steps["catalog"]["corrupt"] == 3
+    # inputs = labeled + dead letters: the broken files, and only they, are dead letters
+    assert steps["label"]["inputs"] == 15
+    assert steps["label"]["labeled"] == 12 and steps["label"]["dead_letters"] == 3
+    assert summary["catalog_accuracy"]["unexpected"] == [] and summary["catalog_accuracy"]["missing"] == []
+    assert os.path.isdir(summary["outputs"]["labels_partition"])
+
+    # Report: valid PNGs and a labels file covering the catalog.
+    for name in ("gallery.png", "training_curves.png", "confusion.png"):
+        _assert_png(os.path.join(out, "report", name))
+    with open(os.path.join(out, "report", "labels.csv")) as f:
+        lines = f.read().splitlines()
+    assert lines[0].startswith("track_id,") and len(lines) == 1 + 12
+
+    # Learned, not guessed: chance is 1/4 on 12 held-out tracks.
+    accuracy = summary["catalog_accuracy"]["accuracy"]
+    assert accuracy >= 0.75, accuracy

@@ -1,0 +1,121 @@
+"""featurize and label under PortableRunner with an external pool of separate worker processes.
+
+This is how a cluster runs Python workers: the pipeline is pickled in the launcher and unpickled
+in SDK harness processes started by a worker pool
+(``python -m apache_beam.runners.worker.worker_pool_main``), so a DoFn that only works in the
+launcher's process (closure over unpicklable state, a module not installed, a ``sys.path`` edit)
+fails here although the in-process runner passes.  The outputs must equal the in-process run.
+
+The label run also exercises ``--large-model`` (one model copy per machine, shared by the worker
+processes through Beam's multi-process shared object) and featurize ``--num-shards``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import scaleout
+from pipelines import featurize, label
+from transforms.metadata import read_metadata
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def worker_pool(tmp_path_factory):
+    """A worker pool on 127.0.0.1 whose workers are this venv's python (as on a cluster node)."""
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("pool") / "worker_pool.log", "w+")
+    # The pool starts each worker as `python -c ...` from PATH: it must be the venv's python, or the
+    # worker cannot import apache_beam and the pipeline hangs with no error.
+    env = {**os.environ, "PATH": scaleout.VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
+        cwd=scaleout.REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                pytest.fail(f"worker pool did not start on port {port}:\n{log.read()[-4000:]}")
+            time.sleep(0.5)
+    yield {"port": port, "log": log}
+    # The pool and the workers it started share its process group (start_new_session above).
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("portable")
+    audio = scaleout.make_catalog(str(base / "audio"))
+    model = str(base / "model")
+    scaleout.make_model(model)
+    return {"base": base, "audio": audio, "model": model}
+
+
+def _portable_args(pool: dict) -> list[str]:
+    return ["--runner", "PortableRunner", "--job_endpoint", "embed", "--environment_type", "EXTERNAL",
+            "--environment_config", f"localhost:{pool['port']}"]
+
+
+def _workers_started(pool: dict) -> int:
+    pool["log"].flush()
+    with open(pool["log"].name) as f:
+        return f.read().count("Starting worker")
+
+
+def test_featurize_with_external_workers_equals_the_local_run(worker_pool, world):
+    ref = str(world["base"] / "ref-features")
+    featurize.run(scaleout.featurize_argv(world["audio"], ref, fmt="tfrecord", num_shards=3) + scaleout.IN_PROCESS)
+    started = _workers_started(worker_pool)
+    out = str(world["base"] / "portable-features")
+    scaleout.run_job("pipelines.featurize",
+                     scaleout.featurize_argv(world["audio"], out, fmt="tfrecord", num_shards=3)
+                     + _portable_args(worker_pool))
+    assert _workers_started(worker_pool) > started, "no worker process was started by the pool"
+    scaleout.assert_same_features(out, ref)
+    md = read_metadata(out)
+    assert md.inputs == {"matched": 5, "featurized": 4, "failed": 1}
+    # --num-shards: every split with tracks gets exactly that many shard files.
+    for split, names in md.shards.items():
+        assert len(names) in (0, 3), (split, names)
+        for name in names:
+            assert os.path.exists(os.path.join(out, name)), name
+
+
+def test_label_with_external_workers_and_a_shared_model_equals_the_local_run(worker_pool, world):
+    ref = str(world["base"] / "ref-labels")
+    label.run(scaleout.label_argv(world["audio"], world["model"], ref) + scaleout.IN_PROCESS)
+    started = _workers_started(worker_pool)
+    out = str(world["base"] / "portable-labels")
+    scaleout.run_job("pipelines.label", scaleout.label_argv(world["audio"], world["model"], out)
+                     + ["--large-model"] + _portable_args(worker_pool))
+    assert _workers_started(worker_pool) > started, "no worker process was started by the pool"
+    scaleout.assert_same_labels(out, ref)
+    counts = scaleout.label_run_manifest(out)["counts"]
+    assert (counts["inputs"], counts["labeled"], counts["dead_letters"]) == (5, 4, 1)
