@@ -11,7 +11,7 @@ DEMO_DIR ?= demo-output
 
 $(STAMP): setup.py requirements-lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet --upgrade pip wheel
 	$(PY) -m pip install --quiet -c requirements-lock.txt -e '.[test,aws,gcp]'
 	touch $(STAMP)
 
@@ -28,3 +28,22 @@ test-fast: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build dist *.egg-info
+
+# Local Apache Flink cluster (scripts/flink.sh; everything under .flink/). See docs/scale_out.md.
+.PHONY: flink-setup flink-up flink-down test-flink test-scale-out
+flink-setup: $(STAMP)
+	bash scripts/flink.sh setup
+
+flink-up: flink-setup
+	bash scripts/flink.sh up
+
+flink-down:
+	bash scripts/flink.sh down
+
+# The Flink tier: starts the cluster itself (fails, never skips, when Flink cannot start).
+test-flink: flink-setup
+	$(PY) -m pytest -m flink tests/test_flink.py
+
+# Everything about running elsewhere: Flink, portable runner with external workers, Dataflow, packaging.
+test-scale-out: flink-setup
+	$(PY) -m pytest tests/test_flink.py tests/test_portable.py tests/test_dataflow.py tests/test_packaging.py

@@ -35,6 +35,13 @@ EXTRAS = {
         "moto[server]==5.2.5",
         "s3fs==2026.9.0",
         "pandas>=2.2,<4",
+        "duckdb==2.0.0",
+        "scikit-learn>=1.5,<2",  # cross-checks of the metric functions and benchmarks only
+        # Beam's own TFModelHandlerNumpy imports tensorflow_hub (which needs pkg_resources, gone
+        # from setuptools 81): installed so the test that loads our .keras with it runs for real.
+        "tensorflow-hub==0.16.1",
+        "tf-keras==2.21.0",
+        "setuptools==80.9.0",
     ],
 }
 

@@ -260,8 +260,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     paths = {name: os.path.join(root, name) for name in ("collection", "features", "model", "catalog", "labels",
                                                           "report")}
     os.makedirs(root, exist_ok=True)
-    for stale in ("features", "model", "labels", "report"):  # a rerun starts these from scratch
-        shutil.rmtree(paths[stale], ignore_errors=True)
+    for stale in paths.values():  # a rerun starts from scratch
+        shutil.rmtree(stale, ignore_errors=True)
     run_date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     progress = _Progress(total=6)
     n_styles = len(cfg.styles)

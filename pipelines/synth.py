@@ -368,6 +368,7 @@ def write_collection(
     workers = max(1, int(workers or os.cpu_count() or 1))
     started = time.perf_counter()
     root = os.path.abspath(output_dir)
+    stale = _previous_files(root)
     for style in styles:
         os.makedirs(os.path.join(root, style), exist_ok=True)
 
@@ -412,7 +413,11 @@ def write_collection(
         uri = f"{style}/{style}.corrupt-{k:05d}.{ext}"
         _write_atomic(os.path.join(root, uri), data)
         broken.append(CorruptFile(uri=uri, path=os.path.join(root, uri), kind=kind, label=style))
+    for uri in sorted(stale - {t.uri for t in tracks} - {b.uri for b in broken}):
+        os.remove(os.path.join(root, uri))  # a previous, larger run's files would join a glob's matches
     corrupt_manifest = None
+    if not broken and os.path.exists(os.path.join(root, CORRUPT_FILE)):
+        os.remove(os.path.join(root, CORRUPT_FILE))
     if broken:
         corrupt_manifest = os.path.join(root, CORRUPT_FILE)
         _write_csv(corrupt_manifest, ("uri", "kind", "label"), [(b.uri, b.kind, b.label) for b in broken])
@@ -434,6 +439,23 @@ def write_collection(
                 len(broken), elapsed)
     return SynthResult(output_dir=root, manifest=manifest, corrupt_manifest=corrupt_manifest, summary=summary,
                        tracks=tracks, corrupt=tuple(broken), seconds=elapsed)
+
+
+def _previous_files(root: str) -> set[str]:
+    """Relative paths of the files an earlier run wrote into ``root`` (from its manifests), if any.
+
+    Only files that run listed are ever removed: a folder that is not a synth collection is left
+    alone.
+    """
+    found: set[str] = set()
+    if not os.path.exists(os.path.join(root, SUMMARY_FILE)):
+        return found
+    for name in (MANIFEST_FILE, CORRUPT_FILE):
+        path = os.path.join(root, name)
+        if os.path.exists(path):
+            with open(path, newline="", encoding="utf-8") as f:
+                found.update(row["uri"] for row in csv.DictReader(f) if row.get("uri"))
+    return {uri for uri in found if "/" in uri and ".." not in uri and os.path.isfile(os.path.join(root, uri))}
 
 
 def _write_csv(path: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

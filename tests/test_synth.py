@@ -244,6 +244,17 @@ def test_cli_writes_a_collection_and_rejects_bad_options(tmp_path, capsys):
     assert "--clips-per-style" in capsys.readouterr().out
 
 
+def test_a_smaller_rerun_removes_the_earlier_runs_extra_files(tmp_path):
+    root = str(tmp_path / "c")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    synth.write_collection(root, styles=("folk", "jazz"), clips_per_style=3, seconds=0.5, corrupt=2, workers=1)
+    second = synth.write_collection(root, styles=("folk",), clips_per_style=1, seconds=0.5, workers=1)
+    left = sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "**", "*.*"), recursive=True))
+    assert left == ["folk/folk.00000.wav", "manifest.csv", "notes.txt", "synth.json"]
+    assert second.corrupt_manifest is None
+
+
 # Overlap: styles must be learnable but not trivially separable --------------------------------
 def _softmax_regression(x: np.ndarray, y: np.ndarray, n_classes: int, *, steps: int = 1500) -> np.ndarray:
     """Multinomial logistic regression by gradient descent; returns weights with a bias row."""
