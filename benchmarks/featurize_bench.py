@@ -107,7 +107,7 @@ def make_base_clips(folder: Path, *, per_kind: int, seconds: float) -> dict[str,
     for k, (kind, ext, sr, channels, fmt, subtype) in enumerate(KINDS):
         clips[kind] = []
         for i in range(per_kind):
-            path = folder / f"{kind}-{i}.{ext}"
+            path = folder / f"{kind}-{seconds:g}s-{i}.{ext}"
             if not path.exists():
                 y = synth_music(seconds=seconds, sr=sr, channels=channels, seed=100 * k + i)
                 sf.write(path, y, sr, format=fmt, subtype=subtype)
@@ -252,7 +252,12 @@ def run_measured(cmd: Sequence[str], *, log: Path) -> dict:
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}; see {log}")
-    return {"wall": wall, "tree_rss_mib": peak[0] / 1024, "max_rss_mib": usage.ru_maxrss / 1024}
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,  # the job and all its reaped worker processes
+        "tree_rss_mib": peak[0] / 1024,
+        "max_rss_mib": usage.ru_maxrss / 1024,
+    }
 
 
 def featurize_cmd(corpus: Path, out: Path, *, workers: int, fmt: str) -> list[str]:
@@ -281,7 +286,9 @@ def run_job(name: str, *, corpus: Path, paths: list[Path], work: Path, fmt: str)
     else:
         workers = int(name.split("-")[1])
         result = run_measured(featurize_cmd(corpus, out, workers=workers, fmt=fmt), log=log)
-        produced = json.loads((out / "metadata.json").read_text())["inputs"]["featurized"]
+        metadata = json.loads((out / "metadata.json").read_text())
+        produced = metadata["inputs"]["featurized"]
+        result["audio_seconds"] = sum(c["seconds"] for c in metadata["counts"].values())
     if produced != len(paths):
         raise RuntimeError(f"{name}: {produced} outputs for {len(paths)} clips; see {log}")
     shutil.rmtree(out, ignore_errors=True)
@@ -296,13 +303,19 @@ def throughput(base: dict[str, list[Path]], *, work: Path, clips: int, startup_c
         root = work / f"corpus-{n}"
         corpora[n] = (root, make_corpus(root, base, n))
     walls: dict[tuple[str, int], list[float]] = {}
+    cpus: dict[tuple[str, int], list[float]] = {}
     for r in range(repeats):
         for n in (startup_clips, clips):
             for job in jobs:
                 root, paths = corpora[n]
                 res = run_job(job, corpus=root, paths=paths, work=work, fmt=fmt)
+                if abs(res.get("audio_seconds", n * seconds) - n * seconds) > 0.01 * n * seconds:
+                    raise RuntimeError(f"{job} featurized {res['audio_seconds']:.0f} s of audio, "
+                                       f"expected {n * seconds:.0f} s")
                 walls.setdefault((job, n), []).append(res["wall"])
-                print(f"  repeat {r + 1}: {job:<12} {n:>5} clips {res['wall']:7.2f} s", flush=True)
+                cpus.setdefault((job, n), []).append(res["cpu"])
+                print(f"  repeat {r + 1}: {job:<12} {n:>5} clips {res['wall']:7.2f} s wall "
+                      f"{res['cpu']:7.2f} s cpu", flush=True)
     for root, _ in corpora.values():
         shutil.rmtree(root, ignore_errors=True)
     table = {}
@@ -310,7 +323,12 @@ def throughput(base: dict[str, list[Path]], *, work: Path, clips: int, startup_c
         small = statistics.median(walls[(job, startup_clips)])
         big = statistics.median(walls[(job, clips)])
         marginal = (big - small) / (clips - startup_clips)
+        cpu_marginal = (statistics.median(cpus[(job, clips)])
+                        - statistics.median(cpus[(job, startup_clips)])) / (clips - startup_clips)
         table[job] = {
+            "cpu": statistics.median(cpus[(job, clips)]),
+            "cpu_marginal_s_per_clip": cpu_marginal,
+            "x_realtime_per_cpu_second": seconds / cpu_marginal if cpu_marginal > 0 else float("inf"),
             "wall_small": small,
             "wall": big,
             "walls": walls[(job, clips)],
@@ -398,6 +416,20 @@ def report(args: argparse.Namespace, *, command: str, machine: str, stages: dict
                 f"{r['x_realtime_end_to_end']:.0f}x | {r['x_realtime_marginal']:.0f}x | "
                 f"{r['x_realtime_marginal'] / n_workers:.0f}x | {speedup:.2f}x |"
             )
+        lines += [
+            "",
+            "CPU time (user + system of the job and its worker processes, from `wait4`), which "
+            "other load on the machine disturbs far less than wall time:",
+            "",
+            "| job | CPU s at full size | marginal CPU ms/clip | audio seconds per CPU second | "
+            "CPU speed-up vs plain loop |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for job, r in tput.items():
+            cpu_speedup = (base["cpu_marginal_s_per_clip"] / r["cpu_marginal_s_per_clip"]
+                           if base else float("nan"))
+            lines.append(f"| {job} | {r['cpu']:.1f} | {r['cpu_marginal_s_per_clip'] * 1e3:.1f} | "
+                         f"{r['x_realtime_per_cpu_second']:.0f}x | {cpu_speedup:.2f}x |")
         lines.append("")
         lines.append("All walls at full size: " + "; ".join(
             f"{job} " + ", ".join(f"{w:.1f}" for w in r["walls"]) for job, r in tput.items()) + " s.")
@@ -405,11 +437,13 @@ def report(args: argparse.Namespace, *, command: str, machine: str, stages: dict
     if mem:
         sizes = sorted(mem)
         lines += [f"## Peak memory, featurize with {args.memory_workers} workers", "",
-                  "| clips | summed RSS of the process tree, MiB | largest process max RSS, MiB | wall, s |",
-                  "|---:|---:|---:|---:|"]
+                  "| clips | summed RSS of the process tree, MiB | largest process max RSS, MiB | "
+                  "wall, s | CPU, s |",
+                  "|---:|---:|---:|---:|---:|"]
         for n in sizes:
             m = mem[n]
-            lines.append(f"| {n} | {m['tree_rss_mib']:.0f} | {m['max_rss_mib']:.0f} | {m['wall']:.1f} |")
+            lines.append(f"| {n} | {m['tree_rss_mib']:.0f} | {m['max_rss_mib']:.0f} | "
+                         f"{m['wall']:.1f} | {m['cpu']:.1f} |")
         if len(sizes) >= 2:
             a, b = mem[sizes[0]], mem[sizes[-1]]
             lines.append("")

@@ -12,13 +12,16 @@ scikit-learn and librosa's MFCC are used only here (the baseline), never by genr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import time
+from typing import Any
 
 import numpy as np
 
 from transforms import audio, spectrogram
+from training.train import TrainConfig
 from transforms.spec import SpectrogramParams
 
 
@@ -76,7 +79,28 @@ def svm_baseline(d: dict, test_clips: np.ndarray) -> float:
     return balanced_accuracy_score(d["clip_label"][test_clips], clf.predict(d["mfcc"][test_clips]))
 
 
-def cnn_recipe(d: dict, test_clips: np.ndarray, args: argparse.Namespace, seed: int) -> float:
+def recipe_architecture(args: argparse.Namespace) -> Any:
+    """The named architecture with the command-line overrides applied."""
+    from training.model import ARCHITECTURES
+
+    arch = ARCHITECTURES[args.arch]
+    changes = {k: v for k, v in dict(
+        filters=tuple(args.filters) if args.filters else None, embedding=args.embedding,
+        dropout=args.dropout, pooling=args.pooling,
+    ).items() if v is not None}
+    return dataclasses.replace(arch, **changes)
+
+
+def cnn_probabilities(d: dict, test_clips: np.ndarray, args: argparse.Namespace, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train the recipe on every clip but ``test_clips``; per-track probabilities of the test clips.
+
+    Returns
+    -------
+    track_probs : np.ndarray, float32, shape (n_test_clips, n_labels)
+        Mean segment probabilities per test clip (sorted by track id).
+    track_true : np.ndarray, int, shape (n_test_clips,)
+        Label index of each test clip.
+    """
     import keras
     import tensorflow as tf
 
@@ -90,60 +114,105 @@ def cnn_recipe(d: dict, test_clips: np.ndarray, args: argparse.Namespace, seed: 
     n_classes = len(d["labels"])
     norm = make_normalizer()
     norm.adapt(Xtr)
-    model = build_model(input_shape=Xtr.shape[1:], n_classes=n_classes, arch=args.arch, normalizer=norm)
+    model = build_model(input_shape=Xtr.shape[1:], n_classes=n_classes, arch=recipe_architecture(args), normalizer=norm)
     steps = len(Xtr) // args.batch_size
     compile_model(model, learning_rate=args.learning_rate, total_steps=steps * args.epochs,
-                  warmup_steps=steps * args.warmup_epochs, label_smoothing=args.label_smoothing)
+                  warmup_steps=steps * args.warmup_epochs, weight_decay=args.weight_decay,
+                  label_smoothing=args.label_smoothing)
     aug = data.Augment(mixup_alpha=args.mixup, freq_mask_width=args.freq_mask, time_mask_width=args.time_mask,
-                       freq_masks=2 if args.freq_mask else 0, time_masks=2 if args.time_mask else 0)
+                       freq_masks=2 if args.freq_mask else 0, time_masks=2 if args.time_mask else 0,
+                       time_shift=args.time_shift)
 
     def finish(mel, label):
         y = tf.one_hot(label, n_classes)
         w = tf.ones(tf.shape(label)[0])
-        if aug.freq_masks or aug.time_masks:
-            mel = data._spec_augment(mel, aug, None)
-        if aug.mixup_alpha:
-            mel, y, w = data._mixup(mel, y, w, aug.mixup_alpha, None)
-        return mel, y, w
+        return data.augment_batch(mel, y, w, augment=aug)
 
     ds = (tf.data.Dataset.from_tensor_slices((Xtr, ytr.astype(np.int32))).shuffle(len(Xtr), seed=seed)
           .repeat().batch(args.batch_size, drop_remainder=True).map(finish).prefetch(2))
     model.fit(ds, epochs=args.epochs, steps_per_epoch=steps, verbose=0)
     probs = model.predict(d["X"][is_test], batch_size=256, verbose=0)
-    tracks, track_probs, track_true = evaluate.track_probabilities(probs, d["tid"][is_test], d["y"][is_test])
-    return evaluate.classification_metrics(track_true, track_probs.argmax(1), labels=list(d["labels"]))["balanced_accuracy"]
+    _, track_probs, track_true = evaluate.track_probabilities(probs, d["tid"][is_test], d["y"][is_test])
+    return track_probs, track_true
+
+
+def balanced_accuracy(true: np.ndarray, pred: np.ndarray, labels: list[str]) -> float:
+    from training import evaluate
+
+    return float(evaluate.classification_metrics(true, pred, labels=labels)["balanced_accuracy"])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--audio", default="../shared/audio/gtzan-dev", help="one folder of clips per genre")
-    ap.add_argument("--cache", default="/tmp/gtzan_cv_cache.npz", help="npz cache of the features")
+    ap.add_argument("--cache", default="/tmp/gtzan_cv_cache.npz",
+                    help="npz cache of the features (a suffix is added for a non-default segment hop)")
+    ap.add_argument("--segment-hop-seconds", type=float, default=None,
+                    help="featurize with this segment hop (overlapping segments); default: the spec default")
     ap.add_argument("--folds", type=int, default=5, help="number of folds")
     ap.add_argument("--only-folds", type=int, nargs="*", help="run only these fold indexes")
-    ap.add_argument("--arch", default="temporal", help="architecture name")
-    ap.add_argument("--epochs", type=int, default=40, help="training epochs")
-    ap.add_argument("--warmup-epochs", type=int, default=2, help="warm-up epochs")
-    ap.add_argument("--batch-size", type=int, default=32, help="batch size")
-    ap.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate")
-    ap.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
-    ap.add_argument("--mixup", type=float, default=0.3, help="mixup alpha (0 = off)")
-    ap.add_argument("--freq-mask", type=int, default=16, help="max frequency mask width (0 = off)")
-    ap.add_argument("--time-mask", type=int, default=20, help="max time mask width (0 = off)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeat the CV with these seeds; "
+                    "the ensemble row averages the seeds' track probabilities")
+    ap.add_argument("--tag", default="", help="name of this recipe in the results")
+    ap.add_argument("--out", default=None, help="append one JSON line of results to this file")
+    d = TrainConfig(data="", model_dir="")
+    ap.add_argument("--arch", default=d.arch, help="architecture name")
+    ap.add_argument("--filters", type=int, nargs="*", help="override the architecture's block widths")
+    ap.add_argument("--embedding", type=int, help="override the embedding width")
+    ap.add_argument("--dropout", type=float, help="override the dropout")
+    ap.add_argument("--pooling", choices=("avgmax", "stats"), help="override the global pooling")
+    ap.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
+    ap.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="warm-up epochs")
+    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
+    ap.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")
+    ap.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    ap.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing")
+    ap.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0 = off)")
+    ap.add_argument("--freq-mask", type=int, default=d.freq_mask, help="max frequency mask width (0 = off)")
+    ap.add_argument("--time-mask", type=int, default=d.time_mask, help="max time mask width (0 = off)")
+    ap.add_argument("--time-shift", action=argparse.BooleanOptionalAction, default=d.time_shift,
+                    help="random circular time shift of training segments")
     ap.add_argument("--no-cnn", action="store_true", help="baseline only")
-    ap.add_argument("--seed", type=int, default=0, help="seed")
     args = ap.parse_args()
-    d = featurize(pathlib.Path(args.audio), pathlib.Path(args.cache), SpectrogramParams())
-    results = {"svm": [], "cnn": []}
-    for f, test_clips in enumerate(folds(d["clip_label"], args.folds)):
-        if args.only_folds and f not in args.only_folds:
-            continue
-        results["svm"].append(svm_baseline(d, test_clips))
-        if not args.no_cnn:
-            t = time.time()
-            results["cnn"].append(cnn_recipe(d, test_clips, args, args.seed + f))
-            print(f"fold {f}: svm {results['svm'][-1]:.2f} cnn {results['cnn'][-1]:.2f} ({time.time() - t:.0f} s)", flush=True)
-    summary = {k: float(np.mean(v)) for k, v in results.items() if v}
-    print(json.dumps({"args": vars(args), "per_fold": results, "mean": summary}))
+    params = SpectrogramParams()
+    cache = pathlib.Path(args.cache)
+    if args.segment_hop_seconds:
+        params = dataclasses.replace(params, segment_hop_seconds=args.segment_hop_seconds)
+        cache = cache.with_name(f"{cache.stem}_hop{args.segment_hop_seconds:g}{cache.suffix}")
+    d = featurize(pathlib.Path(args.audio), cache, params)
+    labels = list(d["labels"])
+    fold_sets = [(f, c) for f, c in enumerate(folds(d["clip_label"], args.folds))
+                 if not args.only_folds or f in args.only_folds]
+    svm = [svm_baseline(d, c) for _, c in fold_sets]
+    per_seed: dict[int, list[float]] = {}
+    ensemble: list[float] = []
+    start = time.time()
+    if not args.no_cnn:
+        for f, test_clips in fold_sets:
+            probs = []
+            for seed in args.seeds:
+                t = time.time()
+                p, true = cnn_probabilities(d, test_clips, args, seed * 100 + f)
+                probs.append(p)
+                per_seed.setdefault(seed, []).append(balanced_accuracy(true, p.argmax(1), labels))
+                print(f"fold {f} seed {seed}: cnn {per_seed[seed][-1]:.2f} ({time.time() - t:.0f} s)", flush=True)
+            ensemble.append(balanced_accuracy(true, np.mean(probs, axis=0).argmax(1), labels))
+    seed_means = [float(np.mean(v)) for v in per_seed.values()]
+    result = {
+        "tag": args.tag, "args": {k: v for k, v in vars(args).items() if k not in ("audio", "cache", "out")},
+        "svm_per_fold": svm, "svm_mean": float(np.mean(svm)),
+        "cnn_per_seed_per_fold": {str(k): v for k, v in per_seed.items()},
+        "cnn_seed_means": seed_means,
+        "cnn_mean": float(np.mean(seed_means)) if seed_means else None,
+        "cnn_std_over_seeds": float(np.std(seed_means)) if seed_means else None,
+        "ensemble_of_seeds_per_fold": ensemble,
+        "ensemble_of_seeds_mean": float(np.mean(ensemble)) if ensemble else None,
+        "seconds": round(time.time() - start),
+    }
+    print(json.dumps(result))
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

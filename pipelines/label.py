@@ -55,7 +55,14 @@ from transforms.inference import (
 from transforms.metadata import ModelCard, read_metadata, utc_now, write_json_atomic
 from transforms.shards import write_dead_letters
 from transforms.sources import TrackRef, expand_inputs, file_fingerprint, read_manifest, refs_from_uris
-from transforms.spec import FEATURE_MEL, FEATURE_SEGMENT_INDEX, FEATURE_START_SECONDS, FEATURE_TRACK_ID, FEATURE_URI, FEATURE_LABEL
+from transforms.spec import (
+    FEATURE_LABEL,
+    FEATURE_MEL,
+    FEATURE_SEGMENT_INDEX,
+    FEATURE_START_SECONDS,
+    FEATURE_TRACK_ID,
+    FEATURE_URI,
+)
 
 __all__ = ["build_parser", "select_inputs", "label_row", "LabelTracks", "LabelJob", "prepare", "launch", "run", "main"]
 
@@ -291,10 +298,10 @@ class _AssembleFn(beam.DoFn):
 def _shard_rows(path: str, *, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Segment rows of one featurize shard, keyed by track id."""
     if fmt == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from transforms.records import table_to_rows
-        import pyarrow as pa
 
         with fsspec.open(path, "rb") as f:
             pf = pq.ParquetFile(f)
@@ -311,7 +318,9 @@ def _shard_rows(path: str, *, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
             yield row[FEATURE_TRACK_ID], row
 
 
-def _features_from_rows(item: tuple[str, Iterable[dict[str, Any]]], *, sample_rate: int, segment_seconds: float) -> TrackFeatures:
+def _features_from_rows(
+    item: tuple[str, Iterable[dict[str, Any]]], *, sample_rate: int, segment_seconds: float
+) -> TrackFeatures:
     """A track's segment rows (any order) -> :class:`TrackFeatures` (duration from the last segment)."""
     track_id, rows = item
     rows = sorted(rows, key=lambda r: r[FEATURE_SEGMENT_INDEX])
@@ -545,7 +554,8 @@ def launch(job: LabelJob) -> dict[str, Any]:
     if stale:
         logger.warning("removed %d staging folders of runs of %s that did not finish: %s", len(stale), run_date, stale)
     staging = label_store.staging_dir(args.output, run_date, run_id)
-    fsspec.core.url_to_fs(staging)[0].makedirs(fsspec.core.url_to_fs(staging)[1], exist_ok=True)
+    staging_fs, staging_path = fsspec.core.url_to_fs(staging)
+    staging_fs.makedirs(staging_path, exist_ok=True)
     dead_path = label_store.join_uri(staging, label_store.ERRORS_DIR, DEAD_LETTER_FILE)
 
     uris = [args.output, args.model_dir] + [r.uri for r in refs[:1000]] + feature_files
@@ -591,7 +601,8 @@ def launch(job: LabelJob) -> dict[str, Any]:
         by_reason[letter.reason] = by_reason.get(letter.reason, 0) + 1
     skipped = counters.get("label_skipped", 0)
     inputs = len(refs) if not args.features else counters.get("label_inputs", labeled + skipped + len(letters))
-    if inputs != labeled + skipped + len(letters):
+    balanced = inputs == labeled + skipped + len(letters)
+    if not balanced:
         logger.error("counts do not add up: inputs %d != labeled %d + skipped %d + dead letters %d",
                      inputs, labeled, skipped, len(letters))
     latency = distributions.get("inference_batch_latency_micro_secs", {})
@@ -617,6 +628,7 @@ def launch(job: LabelJob) -> dict[str, Any]:
             "dead_letters": len(letters),
             "segments": counters.get("segments", 0),
             "index_rows": len(index),
+            "balanced": balanced,
         },
         "failures": dict(sorted(by_reason.items())),
         "timings": {

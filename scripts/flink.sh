@@ -111,14 +111,14 @@ setup_jobserver() {
   local want="${GENREFLOW_BEAM_JOBSERVER_VERSION:-$(beam_python_version)}"
   local official="org.apache.beam:beam-runners-flink-${FLINK_MINOR}-job-server:${want}"
   log "asking Maven Central for $official"
-  if mvn -B -q dependency:copy "-Dartifact=$official" "-DoutputDirectory=$JS_DIR/official" \
+  if mvn -B -q -U dependency:copy "-Dartifact=$official" "-DoutputDirectory=$JS_DIR/official" \
       >"$JS_DIR/mvn-official.log" 2>&1; then
     cp "$JS_DIR/official/beam-runners-flink-${FLINK_MINOR}-job-server-${want}.jar" "$JAR"
     echo "$official" >"$JS_DIR/SOURCE"
     log "job server: $official"
     return 0
   fi
-  log "not served ($(grep -m1 -oE 'Could not find artifact [^ ]+' "$JS_DIR/mvn-official.log" || echo 'see mvn-official.log'))"
+  log "not served: $(grep -m1 -oE '(Could not find artifact|Unable to find artifact)[^(]*' "$JS_DIR/mvn-official.log" || echo "see $JS_DIR/mvn-official.log")"
   local runner="beam-runners-flink-${FLINK_MINOR}"
   log "assembling the job server from org.apache.beam:${runner}:${BEAM_JAVA_VERSION} and its dependencies"
   write_pom "$runner" "$BEAM_JAVA_VERSION"
@@ -192,8 +192,17 @@ ready() {
   "$HOST_PYTHON" -c 'import json,sys; o=json.loads(sys.argv[1]); sys.exit(0 if o.get("taskmanagers",0)>=1 and o.get("slots-total",0)>=1 else 1)' "$ov"
 }
 
+# Whether PID is a live Flink process (a stale pid file may name a reused PID).
+is_flink_pid() {
+  { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null | grep -q 'org\.apache\.flink'
+}
+
+# PIDs from the pid files that are still Flink processes.
 cluster_pids() {
-  cat "$PID_DIR"/*.pid 2>/dev/null | grep -E '^[0-9]+$' || true
+  local pid
+  for pid in $(cat "$PID_DIR"/*.pid 2>/dev/null | grep -E '^[0-9]+$'); do
+    if is_flink_pid "$pid"; then echo "$pid"; fi
+  done
 }
 
 cmd_up() {
@@ -230,6 +239,7 @@ cmd_down() {
   home="$(flink_home)" || { log "Flink is not installed; nothing to stop"; return 0; }
   pids="$(cluster_pids)"
   if [ -z "$pids" ]; then
+    rm -f "$PID_DIR"/*.pid
     log "not running"
     return 0
   fi
@@ -239,7 +249,7 @@ cmd_down() {
     "$home/bin/jobmanager.sh" stop-all >/dev/null 2>&1 || true
   local pid waited=0
   for pid in $pids; do
-    while kill -0 "$pid" 2>/dev/null; do
+    while is_flink_pid "$pid"; do
       if [ "$waited" -ge 30 ]; then
         log "process $pid still alive after 30s; sending SIGKILL"
         kill -9 "$pid" 2>/dev/null || true

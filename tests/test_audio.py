@@ -96,7 +96,8 @@ def test_decode_every_format_from_bytes(ext, fmt, subtype, atol):
 
 @pytest.mark.parametrize("name", ["CLIP.WAV", "gs://bucket/a b/x.y.Wav", "s3://b/k/track.wav", ""])
 def test_extension_is_case_insensitive_and_uri_aware(name):
-    samples, sr = decode_audio(encode(stereo_tones(0.2), SR, fmt="WAV", subtype="PCM_16"), name=name)
+    data = encode(stereo_tones(0.2), SR, fmt="WAV", subtype="PCM_16")
+    samples, sr = decode_audio(data, name=name)
     assert samples.shape == (2, int(0.2 * SR)) and sr == SR
 
 
@@ -254,10 +255,30 @@ def test_truncated_files_are_rejected(ext, fmt, subtype, reasons):
 
 
 def test_complete_files_are_not_flagged_truncated():
-    for fmt, subtype in [("WAV", "PCM_16"), ("AU", "PCM_16"), ("AIFF", "PCM_16"), ("MP3", "MPEG_LAYER_III")]:
+    kinds = [("WAV", "PCM_16"), ("AU", "PCM_16"), ("AIFF", "PCM_16"), ("MP3", "MPEG_LAYER_III")]
+    for fmt, subtype in kinds:
         data = encode(stereo_tones(1.0), SR, fmt=fmt, subtype=subtype)
         samples, _ = decode_audio(data, name=f"ok.{fmt.lower()}")
         assert samples.shape[1] >= SR - 1152
+
+
+def test_mp3_length_estimate_is_not_taken_for_truncation():
+    # Without a Xing/Info header the decoder only estimates the frame count: never "truncated".
+    data = encode(stereo_tones(1.0), SR, fmt="MP3", subtype="MPEG_LAYER_III")
+    assert b"Xing" in data[:4096]
+    no_header = data.replace(b"Xing", b"XXXX", 1)
+    samples, _ = decode_audio(no_header[: len(no_header) // 2], name="cut.mp3")
+    assert samples.shape[0] == 2 and samples.shape[1] > 0
+
+
+def test_mp3_behind_an_id3_tag_is_checked_for_truncation():
+    data = encode(stereo_tones(1.0), SR, fmt="MP3", subtype="MPEG_LAYER_III")
+    size = 5000  # ID3v2.4 tag: 10-byte header with a syncsafe size, then padding
+    syncsafe = bytes([(size >> 21) & 0x7F, (size >> 14) & 0x7F, (size >> 7) & 0x7F, size & 0x7F])
+    tagged = b"ID3\x04\x00\x00" + syncsafe + b"\x00" * size + data
+    samples, _ = decode_audio(tagged, name="tagged.mp3")
+    assert abs(samples.shape[1] - SR) <= 1152
+    assert _error(tagged[: len(tagged) // 2], "tagged.mp3").reason == "truncated"
 
 
 def test_header_only_wav_has_no_samples():

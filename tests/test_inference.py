@@ -227,3 +227,17 @@ def test_parse_run_date():
     assert label_store.parse_run_date("2026-11-29") == "2026-11-29"
     with pytest.raises(ValueError, match="YYYY-MM-DD"):
         label_store.parse_run_date("29/11/2026")
+
+
+def test_same_probabilities_as_beams_tf_model_handler(model_dir):
+    """Beam's TFModelHandlerNumpy (needs tensorflow-hub, a test extra) is the independent reference."""
+    pytest.importorskip("tensorflow_hub")
+    from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
+
+    path = os.path.join(model_dir, "model.keras")
+    reference = TFModelHandlerNumpy(path)
+    ours = GenreModelHandler(path)
+    mels = list(_mels(4, seed=5))
+    expected = np.stack([np.asarray(r.inference) for r in reference.run_inference(mels, reference.load_model())])
+    got = np.stack([r.inference[PROBABILITIES] for r in ours.run_inference(mels, ours.load_model())])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -135,6 +135,7 @@ def test_labels_equal_the_model_called_directly(world, tmp_path):
     c = manifest["counts"]
     good = _good_refs(world)
     assert c["inputs"] == len(good) + len(BAD) == c["labeled"] + c["skipped"] + c["dead_letters"]
+    assert c["balanced"] is True
     assert (c["labeled"], c["skipped"]) == (len(good), 0)
     assert manifest["failures"] == {reason: list(BAD.values()).count(reason) for reason in set(BAD.values())}
     part = tmp_path / "run_date=2026-11-01"
@@ -151,7 +152,8 @@ def test_labels_equal_the_model_called_directly(world, tmp_path):
         p = model.predict(feats.mels, verbose=0).astype(np.float64).mean(axis=0)
         row = rows[ref.track_id]
         assert dict(row["probabilities"]) == pytest.approx(dict(zip(world["card"].labels, p)), abs=1e-5)
-        assert row["genre"] == world["card"].labels[int(np.argmax(p))] and row["score"] == pytest.approx(p.max(), abs=1e-5)
+        assert row["genre"] == world["card"].labels[int(np.argmax(p))]
+        assert row["score"] == pytest.approx(p.max(), abs=1e-5)
         assert [t["genre"] for t in row["top_k"]] == [world["card"].labels[i] for i in np.argsort(-p)[:2]]
         assert row["n_segments"] == len(feats.mels)
         assert row["duration_seconds"] == pytest.approx(feats.duration_seconds, abs=1e-4)
@@ -178,7 +180,8 @@ def test_json_lines_output_is_readable(world, tmp_path):
     assert files and manifest["counts"]["labeled"] == len(_good_refs(world))
     df = pd.concat([pd.read_json(f, lines=True) for f in files if f.stat().st_size])
     assert len(df) == manifest["counts"]["labeled"] and df["track_id"].is_unique
-    assert set(df.columns) >= {"track_id", "uri", "fingerprint", "model_version", "labeled_at", "genre", "probabilities"}
+    assert set(df.columns) >= {"track_id", "uri", "fingerprint", "model_version", "labeled_at", "genre",
+                               "probabilities"}
     first = df.iloc[0]
     assert first["probabilities"][first["genre"]] == pytest.approx(first["score"])
     table = ds.dataset(str(tmp_path), format="json", partitioning="hive").to_table()
@@ -263,7 +266,8 @@ def test_failed_run_leaves_the_published_partition_alone(world, tmp_path_factory
         label.run(argv)
     assert json.loads((tmp_path / "run_date=2026-11-01" / "_run.json").read_text())["run_id"] == published["run_id"]
     assert sorted(p for p in os.listdir(tmp_path) if not p.startswith("_")) == ["run_date=2026-11-01"]
-    assert ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table().num_rows == first["counts"]["labeled"]
+    readable = ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table()
+    assert readable.num_rows == first["counts"]["labeled"]
 
 
 def test_killed_run_leaves_no_finished_looking_partition(world, tmp_path):
@@ -305,23 +309,28 @@ def test_bad_model_dir_or_features_fail_before_any_work(world, tmp_path):
     assert not out.exists()
 
 
-def test_features_dir_gives_the_same_labels_as_audio(world, tmp_path):
+@pytest.mark.parametrize("fmt", ["parquet", "tfrecord"])
+def test_features_dir_gives_the_same_labels_as_audio(world, tmp_path, fmt):
     feats = str(tmp_path / "features")
     os.makedirs(feats)
     good = _good_refs(world)
-    name = shard_name("test", 0, 1, fmt="parquet")
-    writer = open_shard_writer(os.path.join(feats, name), fmt="parquet", params=PARAMS)
+    name = shard_name("test", 0, 1, fmt=fmt)
+    writer = open_shard_writer(os.path.join(feats, name), fmt=fmt, params=PARAMS)
     for ref in good:
         f = featurize_track(ref, params=PARAMS)
         writer.write(make_rows(f.mels, params=PARAMS, track_id=ref.track_id, uri=ref.uri, label=ref.label,
                                label_index=sorted(GENRES).index(ref.label), split="test", starts=f.starts))
     writer.close()
-    write_metadata(feats, DatasetMetadata(spectrogram=PARAMS, labels=sorted(GENRES), format="parquet",
+    write_metadata(feats, DatasetMetadata(spectrogram=PARAMS, labels=sorted(GENRES), format=fmt,
                                           shards={"test": [name]}, counts={}, inputs={}, failures={}))
     from_features = label.run(["--features", feats, "--model-dir", world["model"], "--output", str(tmp_path / "a"),
                                "--run-date", "2026-11-01", *IN_PROCESS])
     assert from_features["counts"]["labeled"] == len(good) == from_features["counts"]["inputs"]
-    _run(world, tmp_path / "b", "2026-11-01")
+    manifest = tmp_path / "tracks.csv"  # the audio side reads a manifest
+    manifest.write_text("uri,track_id\n" + "".join(f"{r.uri},{r.track_id}\n" for r in good))
+    from_audio = label.run(["--manifest", str(manifest), "--model-dir", world["model"], "--output",
+                            str(tmp_path / "b"), "--run-date", "2026-11-01", *IN_PROCESS])
+    assert from_audio["counts"]["labeled"] == len(good)
     a = {r["track_id"]: dict(r["probabilities"]) for r in label_store.read_labels(str(tmp_path / "a")).to_pylist()}
     b = {r["track_id"]: dict(r["probabilities"]) for r in label_store.read_labels(str(tmp_path / "b")).to_pylist()}
     assert a.keys() == b.keys()

@@ -137,3 +137,24 @@ def test_mixup_keeps_the_dominant_label():
     for i in np.flatnonzero(~same):
         np.testing.assert_allclose(mx.numpy()[i], lam_x[i] * mel.numpy()[i] + (1 - lam_x[i]) * mel.numpy()[7 - i], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(mw.numpy(), 1.0)
+
+
+def test_time_shift_rolls_each_segment_along_time():
+    rng = np.random.default_rng(4)
+    mel = rng.normal(size=(6, 5, 12)).astype(np.float32)
+    out = data._time_shift(tf.constant(mel), seed=3).numpy()
+    shifts = []
+    for x, o in zip(mel, out):
+        # the output is np.roll of the input by some offset, the same for every band
+        matches = [s for s in range(12) if np.array_equal(o, np.roll(x, -s, axis=1))]
+        assert len(matches) == 1
+        shifts.append(matches[0])
+    assert len(set(shifts)) > 1  # offsets are drawn per segment
+
+
+def test_augment_batch_without_augmentation_is_the_identity():
+    mel = tf.constant(np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4))
+    y, w = tf.one_hot([0, 1], 2), tf.constant([1.0, 2.0])
+    out = data.augment_batch(mel, y, w, augment=data.Augment.none())
+    for a, b in zip(out, (mel, y, w)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -37,6 +37,7 @@ __all__ = [
     "eval_dataset",
     "mel_dataset",
     "load_split",
+    "augment_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ class Augment:
     mixup_alpha : float
         Beta(alpha, alpha) mixing of each segment with another of the batch (labels and sample
         weights mixed alike); 0 disables mixup.
+    time_shift : bool
+        Roll each segment circularly along time by a uniform random number of frames (a random
+        crop of the looped segment: the model sees every bar line at every position).
     """
 
     freq_masks: int = 2
@@ -72,11 +76,12 @@ class Augment:
     time_masks: int = 2
     time_mask_width: int = 20
     mixup_alpha: float = 0.0
+    time_shift: bool = False
 
     @classmethod
     def none(cls) -> "Augment":
         """No augmentation at all."""
-        return cls(freq_masks=0, time_masks=0, mixup_alpha=0.0)
+        return cls(freq_masks=0, time_masks=0, mixup_alpha=0.0, time_shift=False)
 
 
 def shard_paths(data_dir: str, metadata: DatasetMetadata, split: str) -> list[str]:
@@ -271,6 +276,17 @@ def _spec_augment(mel: Any, augment: Augment, seed: int | None) -> Any:
     return tf.where(keep, mel, band_mean + tf.zeros_like(mel))
 
 
+def _time_shift(mel: Any, seed: int | None) -> Any:
+    """Roll every segment of ``(batch, n_mels, n_frames)`` along time by its own random offset."""
+    import tensorflow as tf
+
+    shape = tf.shape(mel)
+    batch, n_frames = shape[0], shape[2]
+    shift = tf.random.uniform((batch, 1), 0, n_frames, dtype=tf.int32, seed=seed)
+    idx = (tf.range(n_frames)[tf.newaxis, :] + shift) % n_frames  # (batch, n_frames)
+    return tf.gather(mel, idx, axis=2, batch_dims=1)
+
+
 def _mixup(mel: Any, y: Any, w: Any, alpha: float, seed: int | None) -> tuple[Any, Any, Any]:
     """Mix each example with the batch reversed, ``lam ~ Beta(alpha, alpha)`` per example."""
     import tensorflow as tf
@@ -383,15 +399,41 @@ def training_dataset(
     def finish(mel, label):
         y = tf.one_hot(label, n_classes, dtype=tf.float32)
         w = tf.gather(weight_table, label)
-        if augment.freq_masks or augment.time_masks:
-            mel = _spec_augment(mel, augment, seed)
-        if augment.mixup_alpha > 0:
-            mel, y, w = _mixup(mel, y, w, augment.mixup_alpha, seed)
-        return mel, y, w
+        return augment_batch(mel, y, w, augment=augment, seed=seed)
 
     ds = ds.batch(batch_size, drop_remainder=True).map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     steps = max(1, total // batch_size)
     return ds.prefetch(tf.data.AUTOTUNE), steps
+
+
+def augment_batch(mel: Any, y: Any, w: Any, *, augment: Augment, seed: int | None = None) -> tuple[Any, Any, Any]:
+    """Apply ``augment`` to one training batch: time shift, SpecAugment masks, then mixup.
+
+    Parameters
+    ----------
+    mel : tf.Tensor, float32, shape (batch, n_mels, n_frames)
+        Log-mel segments.
+    y : tf.Tensor, float32, shape (batch, n_labels)
+        One-hot (or soft) targets.
+    w : tf.Tensor, float32, shape (batch,)
+        Sample weights.
+    augment : Augment
+        What to apply.
+    seed : int, optional
+        Op-level seed of the random draws.
+
+    Returns
+    -------
+    (mel, y, w)
+        Same shapes; ``y`` and ``w`` change only under mixup.
+    """
+    if augment.time_shift:
+        mel = _time_shift(mel, seed)
+    if augment.freq_masks or augment.time_masks:
+        mel = _spec_augment(mel, augment, seed)
+    if augment.mixup_alpha > 0:
+        mel, y, w = _mixup(mel, y, w, augment.mixup_alpha, seed)
+    return mel, y, w
 
 
 def _count_labels(data_dir: str, *, metadata: DatasetMetadata, split: str) -> np.ndarray:

@@ -44,6 +44,9 @@ class Architecture:
     kind : str
         ``"2d"``: 3x3 convolutions over the (mel band, frame) image, 2x2 pooling.  ``"1d"``: mel
         bands are channels, kernel-3 convolutions run along time only, pooling by 2 in time.
+    pooling : str
+        Global pooling of the last block: ``"avgmax"`` (mean and maximum of every channel) or
+        ``"stats"`` (mean and standard deviation of every channel, i.e. statistics pooling).
     """
 
     filters: tuple[int, ...]
@@ -51,6 +54,7 @@ class Architecture:
     embedding: int
     dropout: float
     kind: str = "2d"
+    pooling: str = "avgmax"
 
 
 #: Selectable by name with ``genreflow train --arch``.
@@ -78,7 +82,7 @@ def build_model(
     *,
     input_shape: tuple[int, int],
     n_classes: int,
-    arch: str = "temporal",
+    arch: "str | Architecture" = "temporal",
     normalizer: Any = None,
     dtype_policy: str = "float32",
 ) -> Any:
@@ -90,8 +94,8 @@ def build_model(
         ``(n_mels, n_frames)`` of one segment.
     n_classes : int
         Size of the label vocabulary.
-    arch : str
-        A key of :data:`ARCHITECTURES`.
+    arch : str or Architecture
+        A key of :data:`ARCHITECTURES`, or a recipe.
     normalizer : keras.layers.Normalization, optional
         Adapted per-band normaliser (:func:`make_normalizer`); a fresh, unadapted one is made when
         omitted (its weights are then expected to be loaded, e.g. by ``set_weights``).
@@ -108,9 +112,14 @@ def build_model(
     import keras
     from keras import layers
 
-    if arch not in ARCHITECTURES:
+    if isinstance(arch, Architecture):
+        recipe, arch = arch, "custom"
+    elif arch in ARCHITECTURES:
+        recipe = ARCHITECTURES[arch]
+    else:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    recipe = ARCHITECTURES[arch]
+    if recipe.pooling not in ("avgmax", "stats"):
+        raise ValueError(f"unknown pooling {recipe.pooling!r}; choose avgmax or stats")
     n_mels, n_frames = (int(v) for v in input_shape)
     inputs = keras.Input(shape=(n_mels, n_frames), name="log_mel", dtype="float32")
     norm = normalizer if normalizer is not None else make_normalizer()
@@ -129,9 +138,17 @@ def build_model(
             x = layers.BatchNormalization(axis=bn_axis, dtype=dtype_policy, name=f"block{b}_bn{c}")(x)
             x = layers.Activation("relu", dtype=dtype_policy, name=f"block{b}_relu{c}")(x)
         x = pool(2, padding="same", dtype=dtype_policy, name=f"block{b}_pool")(x)
-    x = layers.Concatenate(dtype=dtype_policy, name="pool")(
-        [gap(dtype=dtype_policy, name="avg_pool")(x), gmp(dtype=dtype_policy, name="max_pool")(x)]
-    )
+    mean = gap(dtype=dtype_policy, name="avg_pool")(x)
+    if recipe.pooling == "stats":
+        second = gap(dtype=dtype_policy, name="square_pool")(layers.Multiply(dtype=dtype_policy, name="square")([x, x]))
+        var = layers.Subtract(dtype=dtype_policy, name="variance")(
+            [second, layers.Multiply(dtype=dtype_policy, name="mean_square")([mean, mean])]
+        )
+        # keras.ops in a functional model serialise as built-in operations (load_model needs no code)
+        spread = keras.ops.sqrt(keras.ops.maximum(var, 1e-6))
+    else:
+        spread = gmp(dtype=dtype_policy, name="max_pool")(x)
+    x = layers.Concatenate(dtype=dtype_policy, name="pool")([mean, spread])
     x = layers.Dropout(recipe.dropout, dtype=dtype_policy, name="dropout_pool")(x)
     x = layers.Dense(recipe.embedding, activation="relu", dtype=dtype_policy, name=EMBEDDING_LAYER)(x)
     x = layers.Dropout(recipe.dropout, dtype=dtype_policy, name="dropout_embedding")(x)

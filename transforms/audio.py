@@ -96,7 +96,7 @@ def decode_audio(data: bytes, *, name: str = "") -> tuple[np.ndarray, int]:
         with sf.SoundFile(io.BytesIO(data)) as f:
             samples = f.read(dtype="float32", always_2d=True)
             sample_rate = int(f.samplerate)
-            truncation = _truncation(f, n_read=len(samples))
+            truncation = _truncation(f, data, n_read=len(samples))
     except Exception as sf_error:  # libsndfile raises several types (LibsndfileError, RuntimeError)
         samples, sample_rate = _decode_fallback(data, ext=ext, first_error=sf_error)
         truncation = None
@@ -116,12 +116,25 @@ _AIFF_SHORT = re.compile(r"Chunk size (\d+) > file length (\d+)|'COMM' chunk \((
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)
 
 
-def _truncation(f: sf.SoundFile, *, n_read: int) -> str | None:
+def _has_frame_count_header(data: bytes) -> bool:
+    """True when an MPEG stream starts with a Xing/Info/VBRI header, which stores the exact
+    frame count; without one the decoder only estimates the length from the file size."""
+    start = 0
+    if data[:3] == b"ID3" and len(data) >= 10:  # skip an ID3v2 tag (syncsafe size, maybe footer)
+        b6, b7, b8, b9 = (x & 0x7F for x in data[6:10])
+        size = b6 << 21 | b7 << 14 | b8 << 7 | b9
+        start = 10 + size + (10 if data[5] & 0x10 else 0)
+    head = data[start : start + 4096]
+    return any(tag in head for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _truncation(f: sf.SoundFile, data: bytes, *, n_read: int) -> str | None:
     """Describe how a file is cut short, or return ``None`` when it is complete.
 
     Two signs: the container header declares more audio bytes than the file holds (wav, au, aiff;
     size placeholders of streaming writers excepted), or the decoder announced more frames than
-    it delivered (mp3 with a Xing/LAME header) by more than 1% and one mp3 frame (1152 samples).
+    it delivered by more than 1% and one mp3 frame (1152 samples).  For mp3 the announced count
+    is trusted only when a Xing/Info/VBRI header stores it (otherwise it is an estimate).
     """
     info = f.extra_info
     for declared, actual in _DECLARED_VS_ACTUAL.findall(info):
@@ -129,6 +142,8 @@ def _truncation(f: sf.SoundFile, *, n_read: int) -> str | None:
             return f"header declares {declared} audio bytes, file holds {actual}"
     if _AIFF_SHORT.search(info):
         return "aiff sound data is shorter than its header declares"
+    if f.format == "MP3" and not _has_frame_count_header(data):
+        return None
     shortfall = f.frames - n_read
     if f.frames > 0 and shortfall > max(1152, 0.01 * f.frames):
         return f"header announces {f.frames} frames, only {n_read} decode"
