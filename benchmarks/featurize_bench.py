@@ -29,6 +29,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -50,7 +51,7 @@ from transforms.records import encode_example, make_rows, rows_to_table  # noqa:
 from transforms.spec import SpectrogramParams  # noqa: E402
 from transforms.spectrogram import log_mel, mel_filter  # noqa: E402
 
-#: The three kinds of generated clip: (name, file extension, sample rate, channels, format, subtype).
+#: Generated clip kinds: (name, file extension, sample rate, channels, format, subtype).
 KINDS = (
     ("wav44s", "wav", 44100, 2, "WAV", "PCM_16"),
     ("mp3", "mp3", 44100, 2, "MP3", "MPEG_LAYER_III"),
@@ -163,7 +164,9 @@ def time_stages(base: dict[str, list[Path]], *, params: SpectrogramParams, repea
         for path in paths:
             t = {}
             t["read"], data = _median_time(lambda: path.read_bytes(), repeats)
-            t["decode"], (samples, sr) = _median_time(lambda: decode_audio(data, name=path.name), repeats)
+            t["decode"], (samples, sr) = _median_time(
+                lambda: decode_audio(data, name=path.name), repeats
+            )
             t["mono"], y = _median_time(lambda: to_mono(samples), repeats)
             t["resample"], y = _median_time(
                 lambda: resample(y, orig_sr=sr, target_sr=params.sample_rate), repeats
@@ -386,7 +389,8 @@ def report(args: argparse.Namespace, *, command: str, machine: str, stages: dict
                   "| stage | " + " | ".join(stages) + " |",
                   "|---|" + "---:|" * len(stages)]
         for stage in names:
-            lines.append(f"| {stage} | " + " | ".join(f"{stages[k][stage] * 1e3:.1f}" for k in stages) + " |")
+            cells = " | ".join(f"{stages[k][stage] * 1e3:.1f}" for k in stages)
+            lines.append(f"| {stage} | {cells} |")
         pipeline = [s for s in names if not s.startswith(("encode parquet", "librosa"))]
         totals = {k: sum(v[s] for s in pipeline) for k, v in stages.items()}
         lines.append("| **total (read .. gzip)** | "
@@ -481,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
-    command = " ".join(["python benchmarks/featurize_bench.py", *(argv if argv is not None else sys.argv[1:])])
+    given = list(argv if argv is not None else sys.argv[1:])
+    command = shlex.join([".venv/bin/python", "benchmarks/featurize_bench.py", *given])
     machine = machine_line()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="featurize-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,15 @@ import fsspec
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 
-from pipelines.options import add_spectrogram_args, needs_in_process, params_from_args, pipeline_options
-from transforms.beam_audio import DEAD_LETTERS, METRICS_NAMESPACE, featurize_or_dead_letter
+from pipelines.options import (
+    add_limit_args,
+    add_spectrogram_args,
+    limits_from_args,
+    needs_in_process,
+    params_from_args,
+    pipeline_options,
+)
+from transforms.beam_audio import DEAD_LETTERS, METRICS_NAMESPACE, ReadLimits, featurize_or_dead_letter
 from transforms.deadletters import DeadLetter
 from transforms.metadata import METADATA_FILE, DatasetMetadata, write_json_atomic, write_metadata
 from transforms.records import make_rows
@@ -49,6 +56,7 @@ from transforms.shards import (
     join_uri,
     open_shard_writer,
     shard_name,
+    remove_quietly,
 )
 from transforms.sources import (
     TrackRef,
@@ -144,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit non-zero (after writing everything) when more than this fraction of the "
                              f"inputs fail (default {DEFAULT_MAX_ERROR_FRACTION})")
     add_spectrogram_args(parser)
+    add_limit_args(parser)
     return parser
 
 
@@ -151,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 class _Job:
     args: argparse.Namespace
     params: SpectrogramParams
+    limits: ReadLimits
     refs: list[TrackRef]
     labels: list[str]
     output: str
@@ -176,7 +186,7 @@ def _parse(argv: Sequence[str] | None) -> _Job:
         parser.error(str(e).splitlines()[0] if str(e) else repr(e))
     refs = assign_splits(refs, fractions)
     output = args.output if "://" in args.output else os.path.abspath(args.output)
-    return _Job(args, params, refs, label_vocabulary(refs), output.rstrip("/"), list(beam_args))
+    return _Job(args, params, limits_from_args(args), refs, label_vocabulary(refs), output.rstrip("/"), list(beam_args))
 
 
 # Plain functions (unit-tested without Beam) ----------------------------------------------------
@@ -217,6 +227,7 @@ def write_shard(
     params: SpectrogramParams,
     labels: Sequence[str],
     mel: Any = None,
+    limits: ReadLimits = ReadLimits(),
 ) -> Iterator[dict[str, Any] | DeadLetter]:
     """Featurize ``refs`` in order and stream their segments into one shard file at ``uri``.
 
@@ -228,7 +239,7 @@ def write_shard(
     writer = open_shard_writer(uri, fmt=fmt, params=params)
     try:
         for ref in refs:
-            result = featurize_or_dead_letter(ref, params=params, mel=mel)
+            result = featurize_or_dead_letter(ref, params=params, mel=mel, limits=limits)
             if isinstance(result, DeadLetter):
                 yield result
                 continue
@@ -295,8 +306,11 @@ def _merge_two(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 class _WriteShardDoFn(beam.DoFn):
     """Shard task -> shard file in staging; yields track stats, dead letters tagged."""
 
-    def __init__(self, *, staging: str, fmt: str, params: SpectrogramParams, labels: Sequence[str]) -> None:
+    def __init__(
+        self, *, staging: str, fmt: str, params: SpectrogramParams, labels: Sequence[str], limits: ReadLimits
+    ) -> None:
         self._staging, self._fmt, self._params, self._labels = staging, fmt, params, list(labels)
+        self._limits = limits
         self._mel = None
         self._matched = Metrics.counter(METRICS_NAMESPACE, "matched")
         self._decoded = Metrics.counter(METRICS_NAMESPACE, "decoded")
@@ -311,7 +325,9 @@ class _WriteShardDoFn(beam.DoFn):
         with fsspec.open(task["plan"], "r") as f:
             refs = [TrackRef.from_dict(d) for d in json.load(f)]
         uri = join_uri(self._staging, shard_name(task["split"], task["index"], task["num_shards"], fmt=self._fmt))
-        for item in write_shard(refs, uri=uri, fmt=self._fmt, params=self._params, labels=self._labels, mel=self._mel):
+        for item in write_shard(
+            refs, uri=uri, fmt=self._fmt, params=self._params, labels=self._labels, mel=self._mel, limits=self._limits
+        ):
             self._matched.inc()
             if isinstance(item, DeadLetter):
                 Metrics.counter(METRICS_NAMESPACE, f"failed_{item.reason}").inc()
@@ -354,14 +370,25 @@ class FeaturizeShards(beam.PTransform):
         Spectrogram parameters.
     labels : sequence of str
         Sorted label vocabulary.
+    limits : ReadLimits
+        Per-input size and duration bounds.
 
     The input elements are ``{"split", "index", "num_shards", "plan"}`` where ``plan`` is a JSON
     file holding the shard's list of :class:`TrackRef` dicts.
     """
 
-    def __init__(self, *, staging: str, fmt: str, params: SpectrogramParams, labels: Sequence[str]) -> None:
+    def __init__(
+        self,
+        *,
+        staging: str,
+        fmt: str,
+        params: SpectrogramParams,
+        labels: Sequence[str],
+        limits: ReadLimits = ReadLimits(),
+    ) -> None:
         super().__init__()
         self._staging, self._fmt, self._params, self._labels = staging, fmt, params, list(labels)
+        self._limits = limits
 
     def expand(self, tasks):
         results = (
@@ -369,7 +396,9 @@ class FeaturizeShards(beam.PTransform):
             | "Distribute" >> beam.Reshuffle()
             | "FeaturizeAndWrite"
             >> beam.ParDo(
-                _WriteShardDoFn(staging=self._staging, fmt=self._fmt, params=self._params, labels=self._labels)
+                _WriteShardDoFn(
+                    staging=self._staging, fmt=self._fmt, params=self._params, labels=self._labels, limits=self._limits
+                )
             ).with_outputs(DEAD_LETTERS, main="stats")
         )
         summary_path = join_uri(self._staging, SUMMARY_FILE)
@@ -444,15 +473,6 @@ def _finalize(job: _Job, staging: str, shards: dict[str, list[str]], summary: di
     return metadata
 
 
-def _remove_quietly(uri: str) -> None:
-    try:
-        fs, path = fsspec.core.url_to_fs(uri)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-    except Exception as e:  # cleanup is best effort; the staging name says what it is
-        logger.warning("could not remove %s: %s", uri, e)
-
-
 def _beam_counters(result: Any) -> dict[str, int]:
     try:
         counters = result.metrics().query()["counters"]
@@ -501,13 +521,15 @@ def run(argv: Sequence[str] | None = None) -> FeaturizeResult:
         _ = (
             pipeline
             | "ShardTasks" >> beam.Create(tasks, reshuffle=False)
-            | "Featurize" >> FeaturizeShards(staging=staging, fmt=args.format, params=job.params, labels=job.labels)
+            | "Featurize" >> FeaturizeShards(
+                staging=staging, fmt=args.format, params=job.params, labels=job.labels, limits=job.limits
+            )
         )
         result = pipeline.run()
         state = result.wait_until_finish()
         if dry_run:
             logger.info("dry run: pipeline translated, nothing written")
-            _remove_quietly(staging)
+            remove_quietly(staging)
             return FeaturizeResult(job.output, None, {}, time.time() - started, runner, args.max_error_fraction)
         if state not in ("DONE", beam.runners.runner.PipelineState.DONE):
             raise RuntimeError(f"pipeline ended in state {state}")
@@ -527,7 +549,7 @@ def run(argv: Sequence[str] | None = None) -> FeaturizeResult:
         }
         metadata = _finalize(job, staging, shards, summary, extra)
     finally:
-        _remove_quietly(staging)
+        remove_quietly(staging)
     outcome = FeaturizeResult(job.output, metadata, _beam_counters(result), time.time() - started, runner,
                               args.max_error_fraction)
     failed, matched = metadata.inputs["failed"], metadata.inputs["matched"]

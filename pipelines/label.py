@@ -42,9 +42,9 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.utils import shared
 
-from pipelines.options import needs_in_process, pipeline_options
+from pipelines.options import add_limit_args, limits_from_args, needs_in_process, pipeline_options
 from transforms import label_store
-from transforms.beam_audio import METRICS_NAMESPACE, AudioToLogMel, TrackFeatures
+from transforms.beam_audio import METRICS_NAMESPACE, AudioToLogMel, ReadLimits, TrackFeatures
 from transforms.deadletters import DeadLetter
 from transforms.inference import (
     aggregate_track,
@@ -53,7 +53,7 @@ from transforms.inference import (
     stack_segment_predictions,
 )
 from transforms.metadata import ModelCard, read_metadata, utc_now, write_json_atomic
-from transforms.shards import write_dead_letters
+from transforms.shards import remove_quietly, write_dead_letters
 from transforms.sources import TrackRef, expand_inputs, file_fingerprint, read_manifest, refs_from_uris
 from transforms.spec import (
     FEATURE_LABEL,
@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", "--top_k", type=int, default=3, help="genres in the top_k column (default 3)")
     p.add_argument("--embeddings", action="store_true",
                    help="add the per-track mean of the model's embedding layer (model.json embedding_layer)")
-    p.add_argument("--min-batch-size", "--min_batch_size", type=int, default=32,
-                   help="fewest segments per model call, except at the end of a bundle (default 32; Beam "
-                        "grows batches from here towards --max-batch-size)")
+    p.add_argument("--min-batch-size", "--min_batch_size", type=int, default=None,
+                   help="fewest segments per model call, except at the end of a bundle (default: 32, or "
+                        "--max-batch-size if that is smaller; Beam grows batches from here towards the maximum)")
     p.add_argument("--max-batch-size", "--max_batch_size", type=int, default=256,
                    help="most segments per model call (default 256)")
     p.add_argument("--large-model", "--large_model", action="store_true",
@@ -119,7 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label a deterministic pseudo-random FRACTION of the inputs (hash of the track id)")
     p.add_argument("--num-shards", "--num_shards", type=int, default=0,
                    help="output files per partition (default 0: let the runner decide)")
+    add_limit_args(p)
     return p
+
+
+DEFAULT_MIN_BATCH_SIZE = 32
+
+
+def _is_dry_run(options: Any) -> bool:
+    """``--dry_run`` takes a string in Beam: any value but empty/None means a dry run."""
+    return str(options.get_all_options().get("dry_run") or "").lower() not in ("", "none")
 
 
 def _in_sample(track_id: str, fraction: float) -> bool:
@@ -356,12 +365,15 @@ class LabelTracks(beam.PTransform):
     from_features : bool
         The input PCollection holds :class:`TrackFeatures` (``--features``) instead of
         :class:`TrackRef`.
+    limits : ReadLimits
+        Per-input size and duration bounds for the audio path.
     """
 
     def __init__(self, *, model_dir: str, card: ModelCard, output_dir: str, run_date: str,
                  labeled_at: datetime.datetime, skip_labeled: bool = True, embeddings: bool = False,
                  top_k: int = 3, min_batch_size: int | None = None, max_batch_size: int | None = None,
-                 large_model: bool = False, model_copies: int | None = None, from_features: bool = False) -> None:
+                 large_model: bool = False, model_copies: int | None = None, from_features: bool = False,
+                 limits: ReadLimits = ReadLimits()) -> None:
         super().__init__()
         self._model_dir = model_dir
         self._card = card
@@ -375,6 +387,7 @@ class LabelTracks(beam.PTransform):
         self._large_model = large_model
         self._model_copies = model_copies
         self._from_features = from_features
+        self._limits = limits
 
     def expand(self, tracks):
         checked = tracks | "SkipLabeled" >> beam.ParDo(
@@ -384,7 +397,7 @@ class LabelTracks(beam.PTransform):
         if self._from_features:
             features, audio_dead = checked.todo, None
         else:
-            audio = checked.todo | "AudioToLogMel" >> AudioToLogMel(params=self._card.spectrogram)
+            audio = checked.todo | "AudioToLogMel" >> AudioToLogMel(params=self._card.spectrogram, limits=self._limits)
             features, audio_dead = audio.features, audio.dead_letters
 
         handler = keyed_model_handler(
@@ -499,6 +512,8 @@ def prepare(argv: Sequence[str] | None = None) -> LabelJob:
         parser.error("give exactly one of --input, --manifest or --features")
     if args.top_k < 1:
         parser.error("--top-k must be >= 1")
+    if args.min_batch_size is None:
+        args.min_batch_size = min(DEFAULT_MIN_BATCH_SIZE, args.max_batch_size)
     if not 1 <= args.min_batch_size <= args.max_batch_size:
         parser.error(f"need 1 <= --min-batch-size <= --max-batch-size, got {args.min_batch_size} and "
                      f"{args.max_batch_size}")
@@ -581,6 +596,7 @@ def launch(job: LabelJob) -> dict[str, Any]:
             labeled_at=labeled_at, skip_labeled=args.skip_labeled, embeddings=args.embeddings,
             top_k=args.top_k, min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
             large_model=args.large_model, model_copies=args.model_copies, from_features=bool(args.features),
+            limits=limits_from_args(args),
         )
         _write_rows(out["rows"], staging=staging, fmt=args.format, embeddings=args.embeddings,
                     num_shards=args.num_shards)
@@ -591,6 +607,11 @@ def launch(job: LabelJob) -> dict[str, Any]:
         )
     result = p.result
     pipeline_seconds = time.perf_counter() - pipeline_t
+    if _is_dry_run(options):
+        logger.info("dry run: pipeline translated, nothing published")
+        remove_quietly(staging)
+        label_store.remove_empty_staging(args.output, run_date)
+        return {"run_date": run_date, "status": "dry_run", "model_version": card.model_version}
 
     counters = _metric_counters(result)
     distributions = _metric_distributions(result)
@@ -603,8 +624,10 @@ def launch(job: LabelJob) -> dict[str, Any]:
     inputs = len(refs) if not args.features else counters.get("label_inputs", labeled + skipped + len(letters))
     balanced = inputs == labeled + skipped + len(letters)
     if not balanced:
-        logger.error("counts do not add up: inputs %d != labeled %d + skipped %d + dead letters %d",
-                     inputs, labeled, skipped, len(letters))
+        raise RuntimeError(
+            f"accounting error: inputs {inputs} != labeled {labeled} + skipped {skipped} + dead letters "
+            f"{len(letters)}; partition {run_date} not published (staging left in {staging})"
+        )
     latency = distributions.get("inference_batch_latency_micro_secs", {})
     manifest = {
         "run_id": run_id,

@@ -19,10 +19,13 @@ from typing import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.beam_audio import ReadLimits
 from transforms.spec import SpectrogramParams
 
 __all__ = [
     "add_spectrogram_args",
+    "add_limit_args",
+    "limits_from_args",
     "params_from_args",
     "pipeline_options",
     "has_option",
@@ -59,6 +62,26 @@ def add_spectrogram_args(parser: argparse.ArgumentParser) -> None:
                    help="a trailing partial segment (or a whole clip shorter than one segment) at least this "
                         "fraction of a segment is zero-padded and kept; shorter is dropped (a clip: dead letter "
                         f"too_short) (default {d.min_tail_fraction:g})")
+
+
+def add_limit_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--max-file-mb`` and ``--max-audio-seconds``: per-input bounds on worker memory."""
+    d = ReadLimits()
+    g = parser.add_argument_group("input limits", "bounds on what one input may cost a worker")
+    g.add_argument("--max-file-mb", "--max_file_mb", type=float, default=d.max_bytes / 2**20,
+                   help="files larger than this many MiB are not read: dead letter too_large; 0 = no limit "
+                        f"(default {d.max_bytes / 2**20:g})")
+    g.add_argument("--max-audio-seconds", "--max_audio_seconds", type=float, default=d.max_seconds,
+                   help="decode at most this many seconds from the start of each track; 0 = whole tracks "
+                        f"(default {d.max_seconds:g})")
+
+
+def limits_from_args(args: argparse.Namespace) -> ReadLimits:
+    """Build :class:`ReadLimits` from :func:`add_limit_args` options (0 or less = no limit)."""
+    return ReadLimits(
+        max_bytes=int(args.max_file_mb * 2**20) if args.max_file_mb > 0 else None,
+        max_seconds=args.max_audio_seconds if args.max_audio_seconds > 0 else None,
+    )
 
 
 def params_from_args(args: argparse.Namespace) -> SpectrogramParams:

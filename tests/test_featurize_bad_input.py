@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from genreflow import cli
@@ -118,3 +119,28 @@ def test_help_through_the_console_script_and_python_m(capsys):
     proc = subprocess.run([sys.executable, "-m", "pipelines.featurize", "--help"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--max-error-fraction" in proc.stdout
+
+
+def test_read_limits_bound_file_size_and_decoded_duration(tmp_path, write_audio):
+    """--max-file-mb turns an oversized file into a too_large dead letter before reading it;
+    --max-audio-seconds decodes only the start of a long track."""
+    from transforms.beam_audio import ReadLimits, featurize_or_dead_letter, featurize_track
+    from transforms.deadletters import DeadLetter
+    from transforms.sources import TrackRef
+    from transforms.spec import SpectrogramParams
+
+    params = SpectrogramParams(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, segment_seconds=1.0)
+    path = write_audio(tmp_path / "rock" / "long.wav", seconds=10.0, sample_rate=8000)
+    ref = TrackRef(uri=str(path), track_id="rock/long.wav", label="rock")
+
+    whole = featurize_track(ref, params=params, limits=ReadLimits(max_bytes=None, max_seconds=None))
+    assert len(whole.mels) == 10
+    capped = featurize_track(ref, params=params, limits=ReadLimits(max_bytes=None, max_seconds=3.5))
+    assert capped.duration_seconds == pytest.approx(3.5)
+    assert len(capped.mels) == 4  # three full segments + a 0.5 s tail (min_tail_fraction 0.5)
+    np.testing.assert_allclose(capped.mels[:3], whole.mels[:3], atol=1e-4)
+
+    letter = featurize_or_dead_letter(ref, params=params, limits=ReadLimits(max_bytes=1000, max_seconds=None))
+    assert isinstance(letter, DeadLetter)
+    assert (letter.reason, letter.stage) == ("too_large", "read")
+    assert "1000" in letter.message

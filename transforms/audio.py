@@ -62,7 +62,7 @@ def _extension(name: str) -> str:
     return base.rsplit(".", 1)[-1].lower() if "." in base else ""
 
 
-def decode_audio(data: bytes, *, name: str = "") -> tuple[np.ndarray, int]:
+def decode_audio(data: bytes, *, name: str = "", max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Decode an encoded audio file held in memory.
 
     Parameters
@@ -71,6 +71,9 @@ def decode_audio(data: bytes, *, name: str = "") -> tuple[np.ndarray, int]:
         The whole file (wav, flac, ogg/vorbis, mp3, Sun .au, aiff).
     name : str
         File name or URI, used for its extension and in messages only.
+    max_seconds : float, optional
+        Decode at most this many seconds from the start (bounds the memory a very long file
+        takes); ``None`` decodes everything.
 
     Returns
     -------
@@ -94,11 +97,15 @@ def decode_audio(data: bytes, *, name: str = "") -> tuple[np.ndarray, int]:
         raise AudioError("empty", "file has zero bytes")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            samples = f.read(dtype="float32", always_2d=True)
+            frames = -1 if max_seconds is None else min(f.frames, int(max_seconds * f.samplerate))
+            samples = f.read(frames=frames, dtype="float32", always_2d=True)
             sample_rate = int(f.samplerate)
-            truncation = _truncation(f, data, n_read=len(samples))
+            # A deliberately partial read (max_seconds) says nothing about truncation.
+            truncation = _truncation(f, data, n_read=len(samples)) if frames in (-1, f.frames) else None
     except Exception as sf_error:  # libsndfile raises several types (LibsndfileError, RuntimeError)
         samples, sample_rate = _decode_fallback(data, ext=ext, first_error=sf_error)
+        if max_seconds is not None:
+            samples = samples[: int(max_seconds * sample_rate)]
         truncation = None
     if truncation:
         raise AudioError("truncated", truncation)
@@ -212,7 +219,9 @@ def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
     return out
 
 
-def load_mono(data: bytes, *, params: SpectrogramParams, name: str = "") -> np.ndarray:
+def load_mono(
+    data: bytes, *, params: SpectrogramParams, name: str = "", max_seconds: float | None = None
+) -> np.ndarray:
     """Decode, mix to mono, check and resample: the whole path from file bytes to samples.
 
     Parameters
@@ -223,6 +232,8 @@ def load_mono(data: bytes, *, params: SpectrogramParams, name: str = "") -> np.n
         Supplies the target ``sample_rate``.
     name : str
         File name or URI for the extension and messages.
+    max_seconds : float, optional
+        Keep at most this many seconds from the start (see :func:`decode_audio`).
 
     Returns
     -------
@@ -234,7 +245,7 @@ def load_mono(data: bytes, *, params: SpectrogramParams, name: str = "") -> np.n
     AudioError
         As :func:`decode_audio`, plus ``non_finite`` when any sample is NaN or infinite.
     """
-    samples, sr = decode_audio(data, name=name)
+    samples, sr = decode_audio(data, name=name, max_seconds=max_seconds)
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples)).sum())
         raise AudioError("non_finite", f"{bad} of {samples.size} samples are NaN or infinite")

@@ -25,6 +25,7 @@ from transforms.spec import SpectrogramParams
 from transforms.spectrogram import MelFilter, log_mel, mel_filter
 
 __all__ = [
+    "ReadLimits",
     "TrackFeatures",
     "read_bytes",
     "featurize_track",
@@ -42,6 +43,31 @@ FEATURES = "features"
 DEAD_LETTERS = "dead_letters"
 #: Namespace of every Beam metric genreflow reports.
 METRICS_NAMESPACE = "genreflow"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadLimits:
+    """Bounds on what one input may cost a worker, so one huge file cannot exhaust its memory.
+
+    Attributes
+    ----------
+    max_bytes : int or None
+        Larger files are not read: dead letter ``too_large`` (checked with the filesystem's size
+        before reading).  ``None``: no limit.
+    max_seconds : float or None
+        Only the first ``max_seconds`` of longer tracks are decoded and segmented (a genre is
+        decided well within that); ``None`` decodes whole tracks.
+
+    Notes
+    -----
+    Peak memory per worker thread is about ``max_bytes`` (the encoded file) plus
+    ``max_seconds * native_rate * channels * 4`` bytes (decoded float32) plus the log-mel segments
+    (0.66 MB per 30 s at the defaults).  The defaults (2 GiB, 30 minutes) keep that near 1 GB for a
+    44.1 kHz stereo file.
+    """
+
+    max_bytes: int | None = 2 * 1024**3
+    max_seconds: float | None = 1800.0
 
 
 @dataclasses.dataclass
@@ -74,22 +100,45 @@ def _extension(uri: str) -> str:
     return base.rsplit(".", 1)[-1].lower() if "." in base else ""
 
 
-def read_bytes(uri: str) -> bytes:
+def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
     """Read a whole file through fsspec.
+
+    Parameters
+    ----------
+    uri : str
+        Any fsspec URI.
+    max_bytes : int, optional
+        Refuse files larger than this, before reading them.
 
     Raises
     ------
     AudioError
-        ``read_error`` (stage ``read``) for a missing, unreadable or not-a-file path.
+        ``read_error`` (stage ``read``) for a missing, unreadable or not-a-file path;
+        ``too_large`` (stage ``read``) for a file over ``max_bytes``.
     """
     try:
         with fsspec.open(uri, "rb") as f:
+            if max_bytes is not None:
+                size = f.size if getattr(f, "size", None) is not None else f.seek(0, 2)
+                f.seek(0)
+                if size is not None and size > max_bytes:
+                    raise AudioError(
+                        "too_large", f"{size} bytes is over the limit of {max_bytes} (--max-file-mb)", stage="read"
+                    )
             return f.read()
+    except AudioError:
+        raise
     except Exception as e:  # FileNotFoundError, PermissionError, IsADirectoryError, network errors
         raise AudioError("read_error", f"{type(e).__name__}: {e}", stage="read") from None
 
 
-def featurize_track(ref: TrackRef, *, params: SpectrogramParams, mel: MelFilter | None = None) -> TrackFeatures:
+def featurize_track(
+    ref: TrackRef,
+    *,
+    params: SpectrogramParams,
+    mel: MelFilter | None = None,
+    limits: ReadLimits = ReadLimits(),
+) -> TrackFeatures:
     """Read, decode, mix to mono, resample, segment and log-mel one track.
 
     Parameters
@@ -101,6 +150,8 @@ def featurize_track(ref: TrackRef, *, params: SpectrogramParams, mel: MelFilter 
     mel : MelFilter, optional
         Precomputed filter for ``params`` (build it once per worker with
         :func:`transforms.spectrogram.mel_filter`); built here when omitted.
+    limits : ReadLimits
+        Largest file read and longest audio decoded.
 
     Returns
     -------
@@ -119,9 +170,9 @@ def featurize_track(ref: TrackRef, *, params: SpectrogramParams, mel: MelFilter 
         raise AudioError(
             "unsupported_format", f"extension {ext!r} is not one of {', '.join(AUDIO_EXTENSIONS)}"
         )
-    data = read_bytes(ref.uri)
+    data = read_bytes(ref.uri, max_bytes=limits.max_bytes)
     fingerprint = hashlib.blake2b(data, digest_size=8).hexdigest()
-    y = load_mono(data, params=params, name=ref.uri)
+    y = load_mono(data, params=params, name=ref.uri, max_seconds=limits.max_seconds)
     del data
     segments = segment_audio(y, params=params)
     mels = log_mel(segments, mel=mel if mel is not None else mel_filter(params))
@@ -137,11 +188,15 @@ def featurize_track(ref: TrackRef, *, params: SpectrogramParams, mel: MelFilter 
 
 
 def featurize_or_dead_letter(
-    ref: TrackRef, *, params: SpectrogramParams, mel: MelFilter | None = None
+    ref: TrackRef,
+    *,
+    params: SpectrogramParams,
+    mel: MelFilter | None = None,
+    limits: ReadLimits = ReadLimits(),
 ) -> TrackFeatures | DeadLetter:
     """:func:`featurize_track`, with any failure turned into a dead letter instead of raised."""
     try:
-        return featurize_track(ref, params=params, mel=mel)
+        return featurize_track(ref, params=params, mel=mel, limits=limits)
     except Exception as e:  # never fail a job over one input; unexpected errors are logged
         if not isinstance(e, AudioError):
             logger.exception("unexpected error featurizing %s", ref.uri)
@@ -151,8 +206,9 @@ def featurize_or_dead_letter(
 class _FeaturizeDoFn(beam.DoFn):
     """TrackRef -> TrackFeatures (main) or DeadLetter (``dead_letters``), with metrics."""
 
-    def __init__(self, params: SpectrogramParams) -> None:
+    def __init__(self, params: SpectrogramParams, limits: ReadLimits) -> None:
         self._params = params
+        self._limits = limits
         self._mel: MelFilter | None = None
         self._decoded = Metrics.counter(METRICS_NAMESPACE, "decoded")
         self._segments = Metrics.counter(METRICS_NAMESPACE, "segments")
@@ -162,7 +218,7 @@ class _FeaturizeDoFn(beam.DoFn):
         self._mel = mel_filter(self._params)
 
     def process(self, ref: TrackRef) -> Iterator:
-        result = featurize_or_dead_letter(ref, params=self._params, mel=self._mel)
+        result = featurize_or_dead_letter(ref, params=self._params, mel=self._mel, limits=self._limits)
         if isinstance(result, DeadLetter):
             Metrics.counter(METRICS_NAMESPACE, f"failed_{result.reason}").inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, result)
@@ -180,6 +236,8 @@ class AudioToLogMel(beam.PTransform):
     ----------
     params : SpectrogramParams
         Spectrogram and segment parameters.
+    limits : ReadLimits
+        Per-input size and duration bounds (default :class:`ReadLimits`).
 
     Examples
     --------
@@ -190,11 +248,12 @@ class AudioToLogMel(beam.PTransform):
     ``audio_ms`` (milliseconds of decoded audio; Beam counters are integers).
     """
 
-    def __init__(self, *, params: SpectrogramParams) -> None:
+    def __init__(self, *, params: SpectrogramParams, limits: ReadLimits = ReadLimits()) -> None:
         super().__init__()
         self._params = params
+        self._limits = limits
 
     def expand(self, refs):
-        return refs | "Featurize" >> beam.ParDo(_FeaturizeDoFn(self._params)).with_outputs(
+        return refs | "Featurize" >> beam.ParDo(_FeaturizeDoFn(self._params, self._limits)).with_outputs(
             DEAD_LETTERS, main=FEATURES
         )

@@ -33,6 +33,7 @@ __all__ = [
     "open_shard_writer",
     "write_dead_letters",
     "WriteDeadLetters",
+    "remove_quietly",
 ]
 
 logger = logging.getLogger(__name__)
@@ -194,3 +195,13 @@ class WriteDeadLetters(beam.PTransform):
             return {"path": path, "count": len(batch)}
 
         return letters | "Gather" >> beam.combiners.ToList() | "Write" >> beam.Map(_write)
+
+
+def remove_quietly(uri: str) -> None:
+    """Delete a file or folder tree if it exists; failures are logged, not raised (cleanup only)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    except Exception as e:  # cleanup is best effort; a staging name says what it is
+        logger.warning("could not remove %s: %s", uri, e)

@@ -79,8 +79,9 @@ class SpectrogramParams:
         Highest mel band edge in Hz; ``None`` means ``sample_rate / 2``.
     segment_seconds : float
         Length of one segment in seconds.
-    segment_hop_seconds : float
-        Distance between segment starts in seconds (equal to ``segment_seconds``: no overlap).
+    segment_hop_seconds : float or None
+        Distance between segment starts in seconds; ``None`` (the default) means
+        ``segment_seconds``: no overlap.  Always a number after construction.
     log : str
         Log compression: ``"db"`` is ``librosa.power_to_db(S, ref=1.0, amin=amin, top_db=top_db)``,
         ``"log1p"`` is ``log(1 + S)``.
@@ -101,13 +102,15 @@ class SpectrogramParams:
     fmin: float = 0.0
     fmax: float | None = None
     segment_seconds: float = 3.0
-    segment_hop_seconds: float = 3.0
+    segment_hop_seconds: float | None = None
     log: str = "db"
     amin: float = 1e-10
     top_db: float | None = 80.0
     min_tail_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.segment_hop_seconds is None:
+            object.__setattr__(self, "segment_hop_seconds", self.segment_seconds)
         problems = self._normalise_types()
         if problems:
             raise ValueError("invalid spectrogram parameters: " + "; ".join(problems))
