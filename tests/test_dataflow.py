@@ -14,6 +14,7 @@ package Beam built from ``--setup_file`` (every module the workers import must b
 
 from __future__ import annotations
 
+import glob
 import os
 
 import pytest
@@ -95,6 +96,9 @@ def test_featurize_translates_for_dataflow(world, captured_jobs):
 
 def test_label_translates_for_dataflow(world, captured_jobs):
     out = str(world["base"] / "labels")
-    label.run(scaleout.label_argv(world["audio"], world["model"], out) + ["--large-model"] + DATAFLOW)
+    manifest = label.run(scaleout.label_argv(world["audio"], world["model"], out) + ["--large-model"] + DATAFLOW)
+    assert manifest["status"] == "dry_run"
+    assert not [p for p in glob.glob(os.path.join(out, "**"), recursive=True) if os.path.isfile(p)], \
+        "a dry run published output"
     assert len(captured_jobs) == 1
     _check_job(captured_jobs[0], steps=["SkipLabeled", "AudioToLogMel", "RunInference", "JoinTrack", "Assemble", "WriteParquet"])
