@@ -89,7 +89,7 @@ class DemoConfig:
     clips_per_style: int = 40
     catalog_clips_per_style: int = 10
     seconds: float = 10.0
-    epochs: int = 12
+    epochs: int = 30
     corrupt: int = 4
     seed: int = 0
     catalog_seed: int = 1000
@@ -100,7 +100,7 @@ class DemoConfig:
 #: The defaults: all styles, 400 clips of 10 s, 100 catalog clips + 4 broken files.
 DEFAULT = {}
 #: ``--quick``: a small run (a minute or two on 2 cores) that shows every step working.
-QUICK = {"clips_per_style": 12, "catalog_clips_per_style": 3, "seconds": 6.0, "epochs": 6, "corrupt": 3}
+QUICK = {"clips_per_style": 12, "catalog_clips_per_style": 3, "seconds": 6.0, "epochs": 15, "corrupt": 3}
 
 
 class DemoStepError(RuntimeError):
@@ -410,7 +410,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clips-per-style", type=int, default=None, help="training clips per style (default 40)")
     p.add_argument("--catalog-clips-per-style", type=int, default=None, help="catalog clips per style (default 10)")
     p.add_argument("--seconds", type=float, default=None, help="clip length in seconds (default 10)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30)")
     p.add_argument("--corrupt", type=int, default=None, help="broken files added to the catalog (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training collection (default 0)")
     p.add_argument("--workers", type=int, default=None, help="synth worker processes (default: all cores)")
