@@ -86,7 +86,7 @@ def recipe_architecture(args: argparse.Namespace) -> Any:
     arch = ARCHITECTURES[args.arch]
     changes = {k: v for k, v in dict(
         filters=tuple(args.filters) if args.filters else None, embedding=args.embedding,
-        dropout=args.dropout, pooling=args.pooling,
+        dropout=args.dropout, pooling=args.pooling, band_stats=args.band_stats,
     ).items() if v is not None}
     return dataclasses.replace(arch, **changes)
 
@@ -121,7 +121,7 @@ def cnn_probabilities(d: dict, test_clips: np.ndarray, args: argparse.Namespace,
                   label_smoothing=args.label_smoothing)
     aug = data.Augment(mixup_alpha=args.mixup, freq_mask_width=args.freq_mask, time_mask_width=args.time_mask,
                        freq_masks=2 if args.freq_mask else 0, time_masks=2 if args.time_mask else 0,
-                       time_shift=args.time_shift)
+                       time_shift=args.time_shift, gain_db=args.gain_db)
 
     def finish(mel, label):
         y = tf.one_hot(label, n_classes)
@@ -161,6 +161,8 @@ def main() -> None:
     ap.add_argument("--embedding", type=int, help="override the embedding width")
     ap.add_argument("--dropout", type=float, help="override the dropout")
     ap.add_argument("--pooling", choices=("avgmax", "stats"), help="override the global pooling")
+    ap.add_argument("--band-stats", action=argparse.BooleanOptionalAction, default=None,
+                    help="override: feed per-band mean/std of the input to the embedding layer")
     ap.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
     ap.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="warm-up epochs")
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
@@ -172,6 +174,7 @@ def main() -> None:
     ap.add_argument("--time-mask", type=int, default=d.time_mask, help="max time mask width (0 = off)")
     ap.add_argument("--time-shift", action=argparse.BooleanOptionalAction, default=d.time_shift,
                     help="random circular time shift of training segments")
+    ap.add_argument("--gain-db", type=float, default=d.gain_db, help="random level offset, dB (0 = off)")
     ap.add_argument("--no-cnn", action="store_true", help="baseline only")
     args = ap.parse_args()
     params = SpectrogramParams()

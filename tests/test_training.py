@@ -156,20 +156,21 @@ def test_every_architecture_maps_segments_to_probabilities(arch):
     assert model.get_layer(EMBEDDING_LAYER).output.shape[-1] > 0
 
 
-def test_stats_pooling_gives_channel_mean_and_std_and_loads_with_plain_keras(tmp_path):
+def test_stats_pooling_and_band_stats_and_plain_keras_load(tmp_path):
     import dataclasses
 
     import keras
 
     from training.model import ARCHITECTURES
 
-    arch = dataclasses.replace(ARCHITECTURES["temporal"], pooling="stats")
+    arch = dataclasses.replace(ARCHITECTURES["temporal"], pooling="stats", band_stats=True)
     model = build_model(input_shape=(16, 24), n_classes=3, arch=arch)
     x = np.random.default_rng(5).normal(size=(2, 16, 24)).astype(np.float32)
-    last = keras.Model(model.input, [model.get_layer("block2_pool").output, model.get_layer("pool").output])
-    feats, pooled = (np.asarray(t) for t in last(x))  # feats: (batch, frames, channels)
-    np.testing.assert_allclose(pooled, np.concatenate([feats.mean(axis=1), feats.std(axis=1)], axis=1),
-                               rtol=1e-3, atol=2e-3)
+    names = ("band_normalization", "block2_pool", "pool")
+    normed, feats, pooled = (np.asarray(t) for t in keras.Model(model.input, [model.get_layer(n).output for n in names])(x))
+    # pooled = [mean, std] over time of the last block's channels, then of the normalised mel bands
+    want = np.concatenate([feats.mean(axis=1), feats.std(axis=1), normed.mean(axis=2), normed.std(axis=2)], axis=1)
+    np.testing.assert_allclose(pooled, want, rtol=1e-3, atol=2e-3)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-6, atol=1e-7)

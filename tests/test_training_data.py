@@ -158,3 +158,13 @@ def test_augment_batch_without_augmentation_is_the_identity():
     out = data.augment_batch(mel, y, w, augment=data.Augment.none())
     for a, b in zip(out, (mel, y, w)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_gain_adds_one_bounded_offset_per_segment():
+    rng = np.random.default_rng(6)
+    mel = rng.normal(-30, 10, size=(8, 4, 6)).astype(np.float32)
+    out = data.augment_batch(tf.constant(mel), tf.one_hot(np.zeros(8, int), 2), tf.ones(8),
+                             augment=data.Augment(freq_masks=0, time_masks=0, gain_db=6.0), seed=1)[0].numpy()
+    offset = (out - mel).reshape(8, -1)
+    np.testing.assert_allclose(offset, offset[:, :1].repeat(offset.shape[1], axis=1), atol=1e-4)
+    assert (np.abs(offset) <= 6.0 + 1e-4).all() and np.ptp(offset[:, 0]) > 0

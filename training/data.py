@@ -69,6 +69,9 @@ class Augment:
     time_shift : bool
         Roll each segment circularly along time by a uniform random number of frames (a random
         crop of the looped segment: the model sees every bar line at every position).
+    gain_db : float
+        Add a uniform random offset in ``[-gain_db, gain_db]`` dB to each whole segment (playback
+        level and mastering loudness are not the genre); 0 disables it.
     """
 
     freq_masks: int = 2
@@ -77,11 +80,12 @@ class Augment:
     time_mask_width: int = 20
     mixup_alpha: float = 0.0
     time_shift: bool = False
+    gain_db: float = 0.0
 
     @classmethod
     def none(cls) -> "Augment":
         """No augmentation at all."""
-        return cls(freq_masks=0, time_masks=0, mixup_alpha=0.0, time_shift=False)
+        return cls(freq_masks=0, time_masks=0, mixup_alpha=0.0, time_shift=False, gain_db=0.0)
 
 
 def shard_paths(data_dir: str, metadata: DatasetMetadata, split: str) -> list[str]:
@@ -287,6 +291,14 @@ def _time_shift(mel: Any, seed: int | None) -> Any:
     return tf.gather(mel, idx, axis=2, batch_dims=1)
 
 
+def _gain(mel: Any, gain_db: float, seed: int | None) -> Any:
+    """Add one uniform random offset in ``[-gain_db, gain_db]`` (dB) to each whole segment."""
+    import tensorflow as tf
+
+    offset = tf.random.uniform((tf.shape(mel)[0], 1, 1), -gain_db, gain_db, seed=seed)
+    return mel + offset
+
+
 def _mixup(mel: Any, y: Any, w: Any, alpha: float, seed: int | None) -> tuple[Any, Any, Any]:
     """Mix each example with the batch reversed, ``lam ~ Beta(alpha, alpha)`` per example."""
     import tensorflow as tf
@@ -407,7 +419,7 @@ def training_dataset(
 
 
 def augment_batch(mel: Any, y: Any, w: Any, *, augment: Augment, seed: int | None = None) -> tuple[Any, Any, Any]:
-    """Apply ``augment`` to one training batch: time shift, SpecAugment masks, then mixup.
+    """Apply ``augment`` to one training batch: time shift, gain, SpecAugment masks, then mixup.
 
     Parameters
     ----------
@@ -429,6 +441,8 @@ def augment_batch(mel: Any, y: Any, w: Any, *, augment: Augment, seed: int | Non
     """
     if augment.time_shift:
         mel = _time_shift(mel, seed)
+    if augment.gain_db > 0:
+        mel = _gain(mel, augment.gain_db, seed)
     if augment.freq_masks or augment.time_masks:
         mel = _spec_augment(mel, augment, seed)
     if augment.mixup_alpha > 0:

@@ -47,6 +47,10 @@ class Architecture:
     pooling : str
         Global pooling of the last block: ``"avgmax"`` (mean and maximum of every channel) or
         ``"stats"`` (mean and standard deviation of every channel, i.e. statistics pooling).
+    band_stats : bool
+        Also feed the mean and standard deviation over time of every normalised mel band (the
+        segment's spectral envelope and its variability, what MFCC statistics describe) to the
+        embedding layer, next to the pooled convolution features.
     """
 
     filters: tuple[int, ...]
@@ -55,6 +59,7 @@ class Architecture:
     dropout: float
     kind: str = "2d"
     pooling: str = "avgmax"
+    band_stats: bool = False
 
 
 #: Selectable by name with ``genreflow train --arch``.
@@ -124,6 +129,10 @@ def build_model(
     inputs = keras.Input(shape=(n_mels, n_frames), name="log_mel", dtype="float32")
     norm = normalizer if normalizer is not None else make_normalizer()
     x = norm(inputs)
+    extra = []
+    if recipe.band_stats:
+        bands = layers.Permute((2, 1), name="bands_last")(x)  # (n_frames, n_mels)
+        extra = list(_mean_std(bands, layers.GlobalAveragePooling1D, prefix="band_", dtype=dtype_policy))
     if recipe.kind == "1d":
         x = layers.Permute((2, 1), name="frames_first")(x)  # (n_frames, n_mels): bands as channels
         conv, bn_axis, pool = layers.Conv1D, -1, layers.MaxPooling1D
@@ -138,22 +147,35 @@ def build_model(
             x = layers.BatchNormalization(axis=bn_axis, dtype=dtype_policy, name=f"block{b}_bn{c}")(x)
             x = layers.Activation("relu", dtype=dtype_policy, name=f"block{b}_relu{c}")(x)
         x = pool(2, padding="same", dtype=dtype_policy, name=f"block{b}_pool")(x)
-    mean = gap(dtype=dtype_policy, name="avg_pool")(x)
     if recipe.pooling == "stats":
-        second = gap(dtype=dtype_policy, name="square_pool")(layers.Multiply(dtype=dtype_policy, name="square")([x, x]))
-        var = layers.Subtract(dtype=dtype_policy, name="variance")(
-            [second, layers.Multiply(dtype=dtype_policy, name="mean_square")([mean, mean])]
-        )
-        # keras.ops in a functional model serialise as built-in operations (load_model needs no code)
-        spread = keras.ops.sqrt(keras.ops.maximum(var, 1e-6))
+        pooled = list(_mean_std(x, gap, prefix="", dtype=dtype_policy))
     else:
-        spread = gmp(dtype=dtype_policy, name="max_pool")(x)
-    x = layers.Concatenate(dtype=dtype_policy, name="pool")([mean, spread])
+        pooled = [gap(dtype=dtype_policy, name="avg_pool")(x), gmp(dtype=dtype_policy, name="max_pool")(x)]
+    x = layers.Concatenate(dtype=dtype_policy, name="pool")(pooled + extra)
     x = layers.Dropout(recipe.dropout, dtype=dtype_policy, name="dropout_pool")(x)
     x = layers.Dense(recipe.embedding, activation="relu", dtype=dtype_policy, name=EMBEDDING_LAYER)(x)
     x = layers.Dropout(recipe.dropout, dtype=dtype_policy, name="dropout_embedding")(x)
     outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name=OUTPUT_LAYER)(x)
     return keras.Model(inputs, outputs, name=f"genreflow_{arch}")
+
+
+def _mean_std(x: Any, gap: Any, *, prefix: str, dtype: str) -> tuple[Any, Any]:
+    """Mean and standard deviation over the pooled axes of every channel (statistics pooling).
+
+    ``gap`` is the global average pooling layer class for ``x``'s rank; the standard deviation is
+    ``sqrt(max(E[x^2] - E[x]^2, 1e-6))``, built from stock layers and ``keras.ops`` (which a
+    functional model serialises as built-in operations: ``load_model`` needs no custom code).
+    """
+    import keras
+    from keras import layers
+
+    mean = gap(dtype=dtype, name=f"{prefix}avg_pool")(x)
+    square = layers.Multiply(dtype=dtype, name=f"{prefix}square")([x, x])
+    second = gap(dtype=dtype, name=f"{prefix}square_pool")(square)
+    var = layers.Subtract(dtype=dtype, name=f"{prefix}variance")(
+        [second, layers.Multiply(dtype=dtype, name=f"{prefix}mean_square")([mean, mean])]
+    )
+    return mean, keras.ops.sqrt(keras.ops.maximum(var, 1e-6))
 
 
 def compile_model(
