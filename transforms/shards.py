@@ -19,7 +19,14 @@ import pyarrow.parquet as pq
 
 from transforms.deadletters import DeadLetter
 from transforms.records import arrow_schema, encode_example, rows_to_table
-from transforms.spec import SpectrogramParams
+from transforms.spec import (
+    FEATURE_LABEL,
+    FEATURE_MEL,
+    FEATURE_SPLIT,
+    FEATURE_TRACK_ID,
+    FEATURE_URI,
+    SpectrogramParams,
+)
 
 __all__ = [
     "FORMATS",
@@ -43,8 +50,10 @@ SHARD_SUFFIX = {"tfrecord": ".tfrecord.gz", "parquet": ".parquet"}
 ERRORS_DIR = "errors"
 #: Rows buffered per Parquet row group (about 4 MB of mel at the default parameters).
 PARQUET_ROWS_PER_GROUP = 64
-#: GZIP level of TFRecord shards: log-mel floats barely compress, so spend little time trying.
-GZIP_LEVEL = 1
+#: GZIP level of TFRecord shards.  Level 0 keeps the standard GZIP container that tf.data reads (``compression_type="GZIP"``) but
+#: stores the bytes: float32 log-mels barely compress (level 1 saved 11% of the size and was the
+#: most expensive stage of featurize, 20-50 ms per 30 s clip; benchmarks/featurize_results.md).
+GZIP_LEVEL = 0
 
 
 def join_uri(root: str, *names: str) -> str:
@@ -124,7 +133,17 @@ class ParquetShardWriter:
         self._params = params
         self._buffer: list[Mapping[str, Any]] = []
         self._raw = fsspec.open(uri, "wb").open()
-        self._writer = pq.ParquetWriter(self._raw, arrow_schema(params), compression="zstd")
+        self._writer = pq.ParquetWriter(
+            self._raw,
+            arrow_schema(params),
+            compression="zstd",
+            compression_level=1,
+            # Floats do not repeat: dictionary encoding only grows the file.  Byte-stream split
+            # groups the bytes of each float so zstd finds the redundancy in exponents (a 30 s clip:
+            # 952 KB -> 540 KB against 666 KB raw, 22 ms -> 4.4 ms).
+            use_dictionary=[FEATURE_TRACK_ID, FEATURE_URI, FEATURE_LABEL, FEATURE_SPLIT],
+            use_byte_stream_split=[f"{FEATURE_MEL}.list.element"],
+        )
 
     def _flush(self) -> None:
         if self._buffer:
