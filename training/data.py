@@ -304,8 +304,10 @@ def _mixup(mel: Any, y: Any, w: Any, alpha: float, seed: int | None) -> tuple[An
     import tensorflow as tf
 
     batch = tf.shape(mel)[0]
+    # Two different seeds: equal seeds give a == b, hence lam == 0.5 for every example, and
+    # 50/50 blends with 50/50 targets that the model cannot fit.
     a = tf.random.gamma((batch,), alpha, seed=seed)
-    b = tf.random.gamma((batch,), alpha, seed=seed)
+    b = tf.random.gamma((batch,), alpha, seed=None if seed is None else seed + 7919)
     lam = a / (a + b)
     lam = tf.maximum(lam, 1.0 - lam)  # the first example dominates: its label stays the argmax
     other = tf.reverse(tf.range(batch), axis=[0])
