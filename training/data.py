@@ -256,6 +256,18 @@ def _labeled(ds: Any, n_classes: int) -> Any:
     )
 
 
+def _derive_seed(seed: int | None, *tags: int) -> int | None:
+    """A distinct op seed per random op: in graph mode (tf.data map, tf.function) two random ops
+    with the same seed draw the same values, which would tie mask widths to positions, frequency
+    masks to time masks, and both mixup gamma draws to each other."""
+    if seed is None:
+        return None
+    value = int(seed)
+    for tag in tags:
+        value = (value * 1_000_003 + int(tag)) % (2**31 - 1)
+    return value
+
+
 def _spec_augment(mel: Any, augment: Augment, seed: int | None) -> Any:
     """SpecAugment masks on a batch ``(batch, n_mels, n_frames)``; masked cells get the band mean."""
     import tensorflow as tf
@@ -267,9 +279,9 @@ def _spec_augment(mel: Any, augment: Augment, seed: int | None) -> Any:
 
     def masks(count, width, size, axis):
         nonlocal keep
-        for _ in range(count):
-            w = tf.random.uniform((batch, 1, 1), 0, width + 1, dtype=tf.int32, seed=seed)
-            start = tf.random.uniform((batch, 1, 1), 0, 1, seed=seed)
+        for i in range(count):
+            w = tf.random.uniform((batch, 1, 1), 0, width + 1, dtype=tf.int32, seed=_derive_seed(seed, axis, i, 0))
+            start = tf.random.uniform((batch, 1, 1), 0, 1, seed=_derive_seed(seed, axis, i, 1))
             start = tf.cast(start * tf.cast(tf.maximum(size - w, 1), tf.float32), tf.int32)
             pos = tf.range(size)
             pos = tf.reshape(pos, (1, -1, 1) if axis == 1 else (1, 1, -1))
@@ -286,7 +298,7 @@ def _time_shift(mel: Any, seed: int | None) -> Any:
 
     shape = tf.shape(mel)
     batch, n_frames = shape[0], shape[2]
-    shift = tf.random.uniform((batch, 1), 0, n_frames, dtype=tf.int32, seed=seed)
+    shift = tf.random.uniform((batch, 1), 0, n_frames, dtype=tf.int32, seed=_derive_seed(seed, 3))
     idx = (tf.range(n_frames)[tf.newaxis, :] + shift) % n_frames  # (batch, n_frames)
     return tf.gather(mel, idx, axis=2, batch_dims=1)
 
@@ -295,7 +307,7 @@ def _gain(mel: Any, gain_db: float, seed: int | None) -> Any:
     """Add one uniform random offset in ``[-gain_db, gain_db]`` (dB) to each whole segment."""
     import tensorflow as tf
 
-    offset = tf.random.uniform((tf.shape(mel)[0], 1, 1), -gain_db, gain_db, seed=seed)
+    offset = tf.random.uniform((tf.shape(mel)[0], 1, 1), -gain_db, gain_db, seed=_derive_seed(seed, 4))
     return mel + offset
 
 
@@ -304,10 +316,10 @@ def _mixup(mel: Any, y: Any, w: Any, alpha: float, seed: int | None) -> tuple[An
     import tensorflow as tf
 
     batch = tf.shape(mel)[0]
-    # Two different seeds: equal seeds give a == b, hence lam == 0.5 for every example, and
-    # 50/50 blends with 50/50 targets that the model cannot fit.
-    a = tf.random.gamma((batch,), alpha, seed=seed)
-    b = tf.random.gamma((batch,), alpha, seed=None if seed is None else seed + 7919)
+    # Equal seeds would give a == b, hence lam == 0.5 for every example: 50/50 blends with 50/50
+    # targets that the model cannot fit.
+    a = tf.random.gamma((batch,), alpha, seed=_derive_seed(seed, 5, 0))
+    b = tf.random.gamma((batch,), alpha, seed=_derive_seed(seed, 5, 1))
     lam = a / (a + b)
     lam = tf.maximum(lam, 1.0 - lam)  # the first example dominates: its label stays the argmax
     other = tf.reverse(tf.range(batch), axis=[0])
