@@ -21,6 +21,24 @@ SUBCOMMANDS = {
 }
 
 
+def configure_logging(level: str | None = None) -> None:
+    """INFO for genreflow's own modules, WARNING for Beam's and TensorFlow's chatter.
+
+    ``GENREFLOW_LOG_LEVEL=DEBUG`` (or ``level``) changes genreflow's level; Beam's worker logs are
+    shown at WARNING and above unless that level is DEBUG.
+    """
+    import os
+
+    level = (level or os.environ.get("GENREFLOW_LOG_LEVEL", "INFO")).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ INFO/WARNING lines (CUDA probing)
+    if level != "DEBUG":
+        for noisy in ("apache_beam", "tensorflow", "absl", "h5py", "numba", "matplotlib"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        # Relayed worker-process logs of the local runner (start-up notices); errors still show.
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+
+
 def _usage() -> str:
     lines = ["usage: genreflow <command> [options]   (genreflow <command> --help for its options)", "", "commands:"]
     lines += [f"  {name:<10} {desc}" for name, (_, desc) in SUBCOMMANDS.items()]
@@ -41,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"genreflow: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     module = importlib.import_module(SUBCOMMANDS[name][0])
     result = module.main(rest) if hasattr(module, "main") else module.run(rest)
     return result if isinstance(result, int) else 0
