@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build dist *.egg-info
 
-# Local Apache Flink cluster (scripts/flink.sh; everything under .flink/). See docs/scale_out.md.
+# Local Apache Flink cluster (scripts/flink.sh; everything under .flink/). See README, "Running on a cluster".
 .PHONY: flink-setup flink-up flink-down test-flink test-scale-out
 flink-setup: $(STAMP)
 	bash scripts/flink.sh setup

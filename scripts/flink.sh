@@ -16,7 +16,7 @@
 # `setup` first asks Maven Central for that jar (GENREFLOW_BEAM_JOBSERVER_VERSION, default the installed
 # Beam version). Where it is not served, it assembles the same job server from the runner library
 # (beam-runners-flink-<minor>:GENREFLOW_BEAM_JAVA_VERSION and its dependencies, fetched with Maven) plus a
-# manifest-only launcher jar whose Main-Class is FlinkJobServerDriver. See docs/scale_out.md.
+# manifest-only launcher jar whose Main-Class is FlinkJobServerDriver. See README, "Running on a cluster".
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

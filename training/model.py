@@ -10,7 +10,7 @@ Every model maps ``(batch, n_mels, n_frames)`` float32 log-mel segments (as stor
 
 ``Normalization`` (per mel band, adapted on the training split and saved in the model)
 -> convolution blocks (1-D along time with mel bands as channels, or 2-D over the image)
--> global average + max pooling -> dropout -> ``embedding`` (Dense, ReLU)
+-> global average + max pooling (or mean + standard deviation) -> dropout -> ``embedding`` (Dense, ReLU)
 -> dropout -> ``probabilities`` (Dense, softmax, float32 even under mixed precision).
 """
 
@@ -66,7 +66,7 @@ class Architecture:
 ARCHITECTURES = {
     # 2-D, ~115k parameters, ~30x the multiply-adds of "temporal".
     "small": Architecture(filters=(16, 32, 64, 128), convs_per_block=1, embedding=64, dropout=0.5),
-    # The default (docs/training.md): 1-D over time, mel bands as channels, ~117k parameters.
+    # The default (README, "Why the default architecture"): 1-D over time, mel bands as channels, ~117k parameters.
     "temporal": Architecture(filters=(64, 128, 128), convs_per_block=1, embedding=64, dropout=0.5, kind="1d"),
     # ~1.2M parameters: for thousands of tracks.
     "wide": Architecture(filters=(32, 64, 128, 256), convs_per_block=2, embedding=128, dropout=0.4),

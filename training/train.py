@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="featurize output directory (with metadata.json)")
     p.add_argument("--model-dir", required=True, help="output model dir (local path); a rerun resumes")
-    p.add_argument("--arch", default=d.arch, help="architecture: temporal (1-D convolutions over time, mel bands as channels), small (2-D CNN) or wide (bigger 2-D CNN); see docs/training.md")
+    p.add_argument("--arch", default=d.arch, help="architecture: temporal (1-D convolutions over time, mel bands as channels), small (2-D CNN) or wide (bigger 2-D CNN); see the README")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (passes over train)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size, segments")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")

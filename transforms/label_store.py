@@ -13,7 +13,7 @@ an existing partition atomically).  Readers (pyarrow datasets, pandas, DuckDB an
 engines) skip paths whose name starts with ``_`` or ``.``, so they see the old partition or the new
 one, never a mix, and never a half-written run.  On object stores (``gs://``, ``s3://``) there is
 no directory rename: publishing is a copy and a delete per object, so readers there should trust a
-partition only once its ``_run.json`` is present (see docs/label.md).
+partition only once its ``_run.json`` is present (see the README, "label").
 
 :class:`LabeledIndex` answers "was this track, with this fingerprint, already labeled by this model
 version?" from the partitions before the run date, in 8 bytes per labeled row.
@@ -283,7 +283,7 @@ def read_labels(output_dir: str, *, run_date: str | None = None) -> pa.Table:
     """All published label rows as one Arrow table, with a ``run_date`` column.
 
     A convenience for tests and notebooks; at scale read the dataset with pyarrow, DuckDB or
-    BigQuery directly (docs/label.md).
+    BigQuery directly (README, "Reading the labels").
     """
     import pyarrow.parquet as pq
 
