@@ -47,6 +47,12 @@ class Architecture:
     pooling : str
         Global pooling of the last block: ``"avgmax"`` (mean and maximum of every channel) or
         ``"stats"`` (mean and standard deviation of every channel, i.e. statistics pooling).
+    kernel_size : int
+        Kernel length along time of the ``"1d"`` convolutions, in frames (``"2d"`` always uses 3x3).
+    front : tuple of int
+        ``"1d"`` only: output channels of 3x3 2-D convolution blocks (batch norm, ReLU, 2x2 max
+        pool) run over the (mel band, frame) image first; their (band, channel) outputs then become
+        the channels of the 1-D blocks.  Empty: no 2-D front end.
     band_stats : bool
         Also feed the mean and standard deviation over time of every normalised mel band (the
         segment's spectral envelope and its variability, what MFCC statistics describe) to the
@@ -60,6 +66,8 @@ class Architecture:
     kind: str = "2d"
     pooling: str = "avgmax"
     band_stats: bool = False
+    kernel_size: int = 3
+    front: tuple[int, ...] = ()
 
 
 #: Selectable by name with ``genreflow train --arch``.
@@ -133,17 +141,29 @@ def build_model(
     if recipe.band_stats:
         bands = layers.Permute((2, 1), name="bands_last")(x)  # (n_frames, n_mels)
         extra = list(_mean_std(bands, layers.GlobalAveragePooling1D, prefix="band_", dtype=dtype_policy))
-    if recipe.kind == "1d":
+    if recipe.kind == "1d" and recipe.front:
+        x = layers.Reshape((n_mels, n_frames, 1), name="add_channel")(x)
+        for b, width in enumerate(recipe.front):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, dtype=dtype_policy, name=f"front{b}_conv")(x)
+            x = layers.BatchNormalization(dtype=dtype_policy, name=f"front{b}_bn")(x)
+            x = layers.Activation("relu", dtype=dtype_policy, name=f"front{b}_relu")(x)
+            x = layers.MaxPooling2D(2, padding="same", dtype=dtype_policy, name=f"front{b}_pool")(x)
+        bands, frames, channels = x.shape[1], x.shape[2], x.shape[3]
+        x = layers.Permute((2, 1, 3), name="frames_first")(x)  # (frames, bands, channels)
+        x = layers.Reshape((frames, bands * channels), name="bands_to_channels")(x)
+    elif recipe.kind == "1d":
         x = layers.Permute((2, 1), name="frames_first")(x)  # (n_frames, n_mels): bands as channels
+    if recipe.kind == "1d":
         conv, bn_axis, pool = layers.Conv1D, -1, layers.MaxPooling1D
         gap, gmp = layers.GlobalAveragePooling1D, layers.GlobalMaxPooling1D
     else:
         x = layers.Reshape((n_mels, n_frames, 1), name="add_channel")(x)
         conv, bn_axis, pool = layers.Conv2D, -1, layers.MaxPooling2D
         gap, gmp = layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D
+    kernel = recipe.kernel_size if recipe.kind == "1d" else 3
     for b, width in enumerate(recipe.filters):
         for c in range(recipe.convs_per_block):
-            x = conv(width, 3, padding="same", use_bias=False, dtype=dtype_policy, name=f"block{b}_conv{c}")(x)
+            x = conv(width, kernel, padding="same", use_bias=False, dtype=dtype_policy, name=f"block{b}_conv{c}")(x)
             x = layers.BatchNormalization(axis=bn_axis, dtype=dtype_policy, name=f"block{b}_bn{c}")(x)
             x = layers.Activation("relu", dtype=dtype_policy, name=f"block{b}_relu{c}")(x)
         x = pool(2, padding="same", dtype=dtype_policy, name=f"block{b}_pool")(x)
