@@ -81,7 +81,9 @@ class DemoConfig:
     workers : int or None
         Synth worker processes (default: all cores).
     train_args : tuple of str
-        Extra ``genreflow train`` options.
+        Extra ``genreflow train`` options.  The demo trains the ``hybrid`` architecture without
+        mixup: on the held-out catalog it measured 0.84 track accuracy against 0.75 for the
+        default ``temporal`` recipe, for about 3x the training time (README, "The demo").
     """
 
     output: str
@@ -94,7 +96,7 @@ class DemoConfig:
     seed: int = 0
     catalog_seed: int = 1000
     workers: int | None = None
-    train_args: tuple[str, ...] = ()
+    train_args: tuple[str, ...] = ("--arch", "hybrid", "--mixup", "0")
 
 
 #: The defaults: all styles, 400 clips of 10 s, 100 catalog clips + 4 broken files.

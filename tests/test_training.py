@@ -147,7 +147,7 @@ def test_export_load_round_trip_gives_identical_predictions(dataset, tmp_path):
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-4)
 
 
-@pytest.mark.parametrize("arch", ["temporal", "small", "wide"])
+@pytest.mark.parametrize("arch", ["temporal", "small", "hybrid", "wide"])
 def test_every_architecture_maps_segments_to_probabilities(arch):
     model = build_model(input_shape=(16, 16), n_classes=3, arch=arch)
     probs = np.asarray(model(np.zeros((2, 16, 16), np.float32)))

@@ -72,10 +72,6 @@ class Augment:
     gain_db : float
         Add a uniform random offset in ``[-gain_db, gain_db]`` dB to each whole segment (playback
         level and mastering loudness are not the genre); 0 disables it.
-    freq_shift : int
-        Shift each segment along the mel axis by a uniform random whole number of bands in
-        ``[-freq_shift, freq_shift]``, repeating the edge band (roughly a transposition: the key of
-        a track is not its genre); 0 disables it.
     """
 
     freq_masks: int = 2
@@ -85,12 +81,11 @@ class Augment:
     mixup_alpha: float = 0.0
     time_shift: bool = False
     gain_db: float = 0.0
-    freq_shift: int = 0
 
     @classmethod
     def none(cls) -> "Augment":
         """No augmentation at all."""
-        return cls(freq_masks=0, time_masks=0, mixup_alpha=0.0, time_shift=False, gain_db=0.0, freq_shift=0)
+        return cls(freq_masks=0, time_masks=0, mixup_alpha=0.0, time_shift=False, gain_db=0.0)
 
 
 def shard_paths(data_dir: str, metadata: DatasetMetadata, split: str) -> list[str]:
@@ -308,18 +303,6 @@ def _time_shift(mel: Any, seed: int | None) -> Any:
     return tf.gather(mel, idx, axis=2, batch_dims=1)
 
 
-def _freq_shift(mel: Any, max_shift: int, seed: int | None) -> Any:
-    """Shift every segment of ``(batch, n_mels, n_frames)`` along the mel axis by its own random
-    number of bands in ``[-max_shift, max_shift]``; bands shifted in from outside repeat the edge."""
-    import tensorflow as tf
-
-    n_mels = tf.shape(mel)[1]
-    shift = tf.random.uniform((tf.shape(mel)[0], 1), -max_shift, max_shift + 1, dtype=tf.int32,
-                              seed=_derive_seed(seed, 6))
-    idx = tf.clip_by_value(tf.range(n_mels)[tf.newaxis, :] - shift, 0, n_mels - 1)  # (batch, n_mels)
-    return tf.gather(mel, idx, axis=1, batch_dims=1)
-
-
 def _gain(mel: Any, gain_db: float, seed: int | None) -> Any:
     """Add one uniform random offset in ``[-gain_db, gain_db]`` (dB) to each whole segment."""
     import tensorflow as tf
@@ -450,8 +433,7 @@ def training_dataset(
 
 
 def augment_batch(mel: Any, y: Any, w: Any, *, augment: Augment, seed: int | None = None) -> tuple[Any, Any, Any]:
-    """Apply ``augment`` to one training batch: time shift, mel-band shift, gain, SpecAugment masks,
-    then mixup.
+    """Apply ``augment`` to one training batch: time shift, gain, SpecAugment masks, then mixup.
 
     Parameters
     ----------
@@ -473,8 +455,6 @@ def augment_batch(mel: Any, y: Any, w: Any, *, augment: Augment, seed: int | Non
     """
     if augment.time_shift:
         mel = _time_shift(mel, seed)
-    if augment.freq_shift > 0:
-        mel = _freq_shift(mel, augment.freq_shift, seed)
     if augment.gain_db > 0:
         mel = _gain(mel, augment.gain_db, seed)
     if augment.freq_masks or augment.time_masks:

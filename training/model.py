@@ -9,7 +9,8 @@ Every model maps ``(batch, n_mels, n_frames)`` float32 log-mel segments (as stor
 ``(batch, n_labels)`` float32 class probabilities:
 
 ``Normalization`` (per mel band, adapted on the training split and saved in the model)
--> convolution blocks (1-D along time with mel bands as channels, or 2-D over the image)
+-> convolution blocks (1-D along time with mel bands as channels, optionally after a 2-D front end;
+or 2-D over the image)
 -> global average + max pooling (or mean + standard deviation) -> dropout -> ``embedding`` (Dense, ReLU)
 -> dropout -> ``probabilities`` (Dense, softmax, float32 even under mixed precision).
 """
@@ -76,6 +77,10 @@ ARCHITECTURES = {
     "small": Architecture(filters=(16, 32, 64, 128), convs_per_block=1, embedding=64, dropout=0.5),
     # The default (README, "Why the default architecture"): 1-D over time, mel bands as channels, ~117k parameters.
     "temporal": Architecture(filters=(64, 128, 128), convs_per_block=1, embedding=64, dropout=0.5, kind="1d"),
+    # Two 3x3 2-D blocks (8, 16 channels) over (mel, frame), whose (band, channel) outputs become the
+    # channels of 1-D blocks over time, ~0.27M parameters, ~4x the step time of "temporal" on CPU.
+    # On the demo's held-out catalog (mixup 0): 0.84 track accuracy against 0.75 for "temporal".
+    "hybrid": Architecture(filters=(128, 128), convs_per_block=1, embedding=128, dropout=0.3, kind="1d", front=(8, 16)),
     # ~1.2M parameters: for thousands of tracks.
     "wide": Architecture(filters=(32, 64, 128, 256), convs_per_block=2, embedding=128, dropout=0.4),
 }

@@ -51,7 +51,6 @@ class TrainConfig:
     time_mask: int = 20
     time_shift: bool = False
     gain_db: float = 0.0
-    freq_shift: int = 0
     balance: str = "weights"
     max_segments_per_class: int | None = None
     early_stopping: int = 0
@@ -73,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="featurize output directory (with metadata.json)")
     p.add_argument("--model-dir", required=True, help="output model dir (local path); a rerun resumes")
-    p.add_argument("--arch", default=d.arch, help="architecture: temporal (1-D convolutions over time, mel bands as channels), small (2-D CNN) or wide (bigger 2-D CNN); see the README")
+    p.add_argument("--arch", default=d.arch, help="architecture: temporal (1-D convolutions over time, mel bands as channels), hybrid (two small 2-D blocks, then temporal; ~4x slower), small (2-D CNN) or wide (bigger 2-D CNN); see the README")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (passes over train)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size, segments")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")
@@ -90,9 +89,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="roll each training segment along time by a random number of frames")
     p.add_argument("--gain-db", type=float, default=d.gain_db,
                    help="add a random level offset in [-g, g] dB to each training segment; 0 = off")
-    p.add_argument("--freq-shift", type=int, default=d.freq_shift,
-                   help="shift each training segment by a random number of mel bands in [-n, n] "
-                   "(roughly a transposition); 0 = off")
     p.add_argument("--balance", choices=("weights", "resample", "none"), default=d.balance,
                    help="class imbalance: class-weighted loss, equal-probability resampling, or none")
     p.add_argument("--max-segments-per-class", type=int, default=None,
@@ -229,7 +225,7 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     augment = data.Augment(
         freq_masks=2 if cfg.freq_mask else 0, freq_mask_width=cfg.freq_mask,
         time_masks=2 if cfg.time_mask else 0, time_mask_width=cfg.time_mask, mixup_alpha=cfg.mixup,
-        time_shift=cfg.time_shift, gain_db=cfg.gain_db, freq_shift=cfg.freq_shift,
+        time_shift=cfg.time_shift, gain_db=cfg.gain_db,
     )
     train_ds, steps = data.training_dataset(
         cfg.data, metadata=metadata, batch_size=cfg.batch_size, balance=cfg.balance,
