@@ -39,6 +39,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from pipelines.options import (
     add_limit_args,
     add_spectrogram_args,
+    is_dry_run,
     limits_from_args,
     needs_in_process,
     params_from_args,
@@ -514,7 +515,7 @@ def run(argv: Sequence[str] | None = None) -> FeaturizeResult:
         "featurize: %d inputs, %d labels, shards %s, runner %s, staging %s",
         len(job.refs), len(job.labels), {k: len(v) for k, v in shards.items()}, runner, staging,
     )
-    dry_run = str(options.get_all_options().get("dry_run") or "").lower() not in ("", "none")
+    dry_run = is_dry_run(options)
     try:
         tasks = _write_plan(plan, staging)
         pipeline = beam.Pipeline(options=options)

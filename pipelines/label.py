@@ -42,7 +42,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.utils import shared
 
-from pipelines.options import add_limit_args, limits_from_args, needs_in_process, pipeline_options
+from pipelines.options import add_limit_args, is_dry_run, limits_from_args, needs_in_process, pipeline_options
 from transforms import label_store
 from transforms.beam_audio import METRICS_NAMESPACE, AudioToLogMel, ReadLimits, TrackFeatures
 from transforms.deadletters import DeadLetter
@@ -124,11 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEFAULT_MIN_BATCH_SIZE = 32
-
-
-def _is_dry_run(options: Any) -> bool:
-    """``--dry_run`` takes a string in Beam: any value but empty/None means a dry run."""
-    return str(options.get_all_options().get("dry_run") or "").lower() not in ("", "none")
 
 
 def _in_sample(track_id: str, fraction: float) -> bool:
@@ -607,7 +602,7 @@ def launch(job: LabelJob) -> dict[str, Any]:
         )
     result = p.result
     pipeline_seconds = time.perf_counter() - pipeline_t
-    if _is_dry_run(options):
+    if is_dry_run(options):
         logger.info("dry run: pipeline translated, nothing published")
         remove_quietly(staging)
         label_store.remove_empty_staging(args.output, run_date)

@@ -25,6 +25,7 @@ from transforms.spec import SpectrogramParams
 __all__ = [
     "add_spectrogram_args",
     "add_limit_args",
+    "is_dry_run",
     "limits_from_args",
     "params_from_args",
     "pipeline_options",
@@ -163,3 +164,9 @@ def pipeline_options(beam_args: Sequence[str], *, needs_in_process: bool = False
             if not has_option(args, "direct_num_workers") and not in_memory:
                 args += ["--direct_num_workers", str(os.cpu_count() or 1)]
     return PipelineOptions(args)
+
+
+def is_dry_run(options: PipelineOptions) -> bool:
+    """Whether ``--dry_run`` was given: Beam takes it as a string, so any value but empty/None
+    (``--dry_run=False`` included) means a dry run that translates and submits nothing."""
+    return str(options.get_all_options().get("dry_run") or "").lower() not in ("", "none")
