@@ -12,7 +12,6 @@ hang (a worker that cannot import the package, a lost harness) fails the test in
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import subprocess
@@ -22,7 +21,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from transforms.metadata import ModelCard, read_metadata, write_model_card
+from tinymodel import save_model_dir, tiny_cnn
+from transforms.metadata import ModelCard, read_metadata
 from transforms.spec import FEATURE_MEL, FEATURE_SEGMENT_INDEX, FEATURE_TRACK_ID, SpectrogramParams
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,24 +62,15 @@ def make_model(model_dir: str, *, seed: int = 0) -> ModelCard:
 
     keras.utils.set_random_seed(seed)
     labels = sorted(GENRES)
-    inp = keras.Input(PARAMS.mel_shape)
-    h = keras.layers.Reshape(PARAMS.mel_shape + (1,))(inp)
-    h = keras.layers.Rescaling(1 / 40.0, offset=1.0)(h)
-    h = keras.layers.Conv2D(4, 3, activation="relu")(h)
-    h = keras.layers.MaxPooling2D((2, 4))(h)
-    h = keras.layers.Flatten()(h)
-    h = keras.layers.Dense(6, activation="tanh", name="embedding")(h)
-    out = keras.layers.Dense(len(labels), activation="softmax")(h)
-    model = keras.Model(inp, out)
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, "model.keras")
-    model.save(path)
-    with open(path, "rb") as f:
-        version = hashlib.sha256(f.read()).hexdigest()[:16]
-    card = ModelCard(model_file="model.keras", model_version=version, labels=labels, spectrogram=PARAMS,
-                     input_shape=list(PARAMS.mel_shape), embedding_layer="embedding")
-    write_model_card(model_dir, card)
-    return card
+    return save_model_dir(tiny_cnn(PARAMS, n_labels=len(labels)), model_dir, labels=labels, params=PARAMS)
+
+
+def make_world(base: Any) -> dict[str, Any]:
+    """The tiny catalog and an untrained model under ``base`` (a pytest tmp folder)."""
+    audio = make_catalog(str(base / "audio"))
+    model = str(base / "model")
+    make_model(model)
+    return {"base": base, "audio": audio, "model": model}
 
 
 def featurize_argv(audio_glob: str, output: str, *, fmt: str = "parquet", num_shards: int = 0) -> list[str]:

@@ -52,11 +52,7 @@ def captured_jobs(monkeypatch):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    base = tmp_path_factory.mktemp("dataflow")
-    audio = scaleout.make_catalog(str(base / "audio"))
-    model = str(base / "model")
-    scaleout.make_model(model)
-    return {"base": base, "audio": audio, "model": model}
+    return scaleout.make_world(tmp_path_factory.mktemp("dataflow"))
 
 
 def _check_job(job, *, steps: list[str]) -> None:

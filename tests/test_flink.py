@@ -61,10 +61,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    base = tmp_path_factory.mktemp("flink")
-    audio = scaleout.make_catalog(str(base / "audio"))
-    model = str(base / "model")
-    scaleout.make_model(model)
+    w = scaleout.make_world(tmp_path_factory.mktemp("flink"))
+    base, audio, model = w["base"], w["audio"], w["model"]
     ref_features = str(base / "ref-features")
     featurize.run(scaleout.featurize_argv(audio, ref_features, num_shards=2) + scaleout.IN_PROCESS)
     ref_labels = str(base / "ref-labels")

@@ -9,7 +9,6 @@ in-process FnApiRunner.  Expected values come from calling the Keras model direc
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ import pytest
 import soundfile as sf
 
 from pipelines import label
+from tinymodel import save_model_dir, tiny_cnn
 from transforms import label_store
 from transforms.beam_audio import featurize_track
 from transforms.inference import GenreModelHandler
@@ -79,26 +79,10 @@ def _train_model(model_dir: str, *, audio_root: str, seed: int) -> ModelCard:
         xs.append(mels)
         ys += [labels.index(ref.label)] * len(mels)
     x = np.concatenate(xs)
-    inp = keras.Input(PARAMS.mel_shape)
-    h = keras.layers.Reshape(PARAMS.mel_shape + (1,))(inp)
-    h = keras.layers.Rescaling(1 / 40.0, offset=1.0)(h)
-    h = keras.layers.Conv2D(4, 3, activation="relu")(h)
-    h = keras.layers.MaxPooling2D((2, 4))(h)
-    h = keras.layers.Flatten()(h)
-    h = keras.layers.Dense(6, activation="tanh", name="embedding")(h)
-    out = keras.layers.Dense(len(labels), activation="softmax")(h)
-    model = keras.Model(inp, out)
+    model = tiny_cnn(PARAMS, n_labels=len(labels))
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.fit(x, np.array(ys), epochs=5, batch_size=8, verbose=0)
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, "model.keras")
-    model.save(path)
-    with open(path, "rb") as f:
-        version = hashlib.sha256(f.read()).hexdigest()[:16]
-    card = ModelCard(model_file="model.keras", model_version=version, labels=labels, spectrogram=PARAMS,
-                     input_shape=list(PARAMS.mel_shape), embedding_layer="embedding")
-    write_model_card(model_dir, card)
-    return card
+    return save_model_dir(model, model_dir, labels=labels, params=PARAMS)
 
 
 @pytest.fixture(scope="module")

@@ -71,11 +71,7 @@ def worker_pool(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    base = tmp_path_factory.mktemp("portable")
-    audio = scaleout.make_catalog(str(base / "audio"))
-    model = str(base / "model")
-    scaleout.make_model(model)
-    return {"base": base, "audio": audio, "model": model}
+    return scaleout.make_world(tmp_path_factory.mktemp("portable"))
 
 
 def _portable_args(pool: dict) -> list[str]:
