@@ -1117,6 +1117,10 @@ def _p(**steps: str) -> dict[str, str]:
     return steps
 
 
+# Styles overlap on purpose (a mean-MFCC classifier must not separate them), but not to the point of
+# identical recipes: ambient keeps pads and organ (sustained strings are classical's), classical
+# plays arpeggios and block chords, blues always has its shuffle drums, and jazz starts at 120 BPM,
+# above most blues.  Those four choices took the demo from 0.93 to 0.97 track accuracy (README, "The demo").
 _STYLE_LIST = (
     Style(
         name="ambient",
@@ -1126,8 +1130,8 @@ _STYLE_LIST = (
         progressions=((0, 3), (0, 5, 3, 4), (0, 4, 5, 3), (0, 1)),
         chord_kinds=("sus2", "seventh", "triad"), bars_per_chord=(2, 4),
         layers=(
-            Layer("chords", ("sustain",), ("pad", "strings", "organ"), level=(0.7, 1.0), cutoff=(1200.0, 4000.0)),
-            Layer("bass", ("pedal",), ("sine", "pad"), probability=0.6, level=(0.3, 0.6), octave=-1,
+            Layer("chords", ("sustain",), ("pad", "pad", "organ"), level=(0.7, 1.0), cutoff=(1200.0, 4000.0)),
+            Layer("bass", ("pedal",), ("sine", "pad"), probability=0.9, level=(0.3, 0.6), octave=-1,
                   cutoff=(300.0, 800.0)),
             Layer("lead", ("long", "motif"), ("bell", "flute", "sine", "epiano"), probability=0.7,
                   level=(0.2, 0.5), density=(0.08, 0.2), cutoff=(3000.0, 8000.0)),
@@ -1146,7 +1150,7 @@ _STYLE_LIST = (
         progressions=((0, 0, 0, 0, 3, 3, 0, 0, 4, 3, 0, 4), (0, 3, 0, 0, 3, 3, 0, 0, 4, 3, 0, 0)),
         chord_kinds=("seventh", "triad"), bars_per_chord=(1,),
         layers=(
-            Layer("chords", ("shuffle", "comp", "sustain"), ("guitar", "organ", "epiano", "piano"),
+            Layer("chords", ("shuffle", "shuffle", "sustain"), ("guitar", "organ", "epiano", "piano"),
                   level=(0.5, 0.9), drive=(0.0, 3.0), cutoff=(2000.0, 5000.0), density=(0.4, 0.8)),
             Layer("bass", ("boogie", "walking"), ("pluck_bass", "sine"), level=(0.5, 0.9), cutoff=(500.0, 1500.0)),
             Layer("lead", ("motif",), ("guitar", "organ", "square", "pluck"), probability=0.7, level=(0.3, 0.6),
@@ -1157,7 +1161,7 @@ _STYLE_LIST = (
             _p(kick="X.....x.....", snare="...X.....X..", hat="x.xx.xx.xx.x"),
             _p(kick="X.....X.....", snare="...x.....x..", ride="x.xx.xx.xx.x"),
         )},
-        drum_probability=0.9, drum_level=(0.4, 0.8),
+        drum_probability=1.0, drum_level=(0.4, 0.8),
         reverb_seconds=(0.6, 1.6), reverb_mix=(0.1, 0.3), brightness=(3500.0, 8000.0),
         dynamics=("flat", "swell"), compression=(0.3, 1.5), noise_db=(-70.0, -42.0), crackle=0.3,
     ),
@@ -1169,7 +1173,7 @@ _STYLE_LIST = (
         progressions=((0, 3, 4, 0), (0, 5, 3, 4), (0, 4, 5, 2, 3, 0, 3, 4), (0, 1, 4, 0)),
         chord_kinds=("triad", "triad", "seventh"), bars_per_chord=(1, 2),
         layers=(
-            Layer("chords", ("arpeggio", "beats", "sustain"), ("piano", "strings", "pluck"), level=(0.6, 1.0),
+            Layer("chords", ("arpeggio", "arpeggio", "beats"), ("piano", "strings", "pluck"), level=(0.6, 1.0),
                   cutoff=(3000.0, 8000.0)),
             Layer("bass", ("pedal", "beats"), ("strings", "piano"), probability=0.7, level=(0.3, 0.6), octave=-1,
                   cutoff=(600.0, 2000.0)),
@@ -1260,7 +1264,7 @@ _STYLE_LIST = (
     Style(
         name="jazz",
         description="swung ride cymbal, walking bass, seventh-chord comping on electric piano, modal solos",
-        tempo=(100.0, 200.0), meters=(4,), steps_per_beat=3, swing=(0.0, 0.0),
+        tempo=(120.0, 220.0), meters=(4,), steps_per_beat=3, swing=(0.0, 0.0),
         scales=(("dorian", "dorian"), ("mixolydian", "mixolydian"), ("major", "major")),
         progressions=((1, 4, 0, 0), (1, 4, 0, 5), (0, 5, 1, 4), (2, 5, 1, 4)),
         chord_kinds=("seventh",), bars_per_chord=(1,),

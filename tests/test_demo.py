@@ -65,6 +65,15 @@ def test_config_from_args_quick_and_overrides():
     custom = demo.config_from_args(["--output", "x", "--quick", "--epochs", "3", "--styles", "jazz, rock"])
     assert custom.epochs == 3 and custom.styles == ("jazz", "rock")
     assert custom.clips_per_style == demo.QUICK["clips_per_style"]
+    # The model is trained on the formats it labels; catalog tracks are longer than training clips.
+    assert set(full.formats) == {"wav", "flac", "ogg", "mp3"} and full.catalog_seconds > full.seconds
+    custom = demo.config_from_args(["--output", "x", "--formats", "flac, mp3", "--catalog-seconds", "12"])
+    assert custom.formats == ("flac", "mp3") and custom.catalog_seconds == 12.0
+
+
+def test_brace_set_of_formats():
+    assert demo._brace(["wav"]) == "wav"
+    assert demo._brace(["flac", "mp3", "wav"]) == "{flac,mp3,wav}"
 
 
 def test_a_failing_step_is_named(tmp_path, capsys):
@@ -89,7 +98,9 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert "ACCURACY on the held-out catalog" in printed
 
     # Each step produced what the next one needs.
-    assert os.path.exists(os.path.join(out, "collection", "manifest.csv"))
+    with open(os.path.join(out, "collection", "manifest.csv")) as f:
+        uris = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+    assert {u.rsplit(".", 1)[-1] for u in uris} == {"wav", "flac", "ogg", "mp3"}  # trained on every format
     with open(os.path.join(out, "features", "metadata.json")) as f:
         md = json.load(f)
     assert md["inputs"]["featurized"] == 40 and md["inputs"]["failed"] == 0
