@@ -33,6 +33,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))  # trainutil: the featurize-layout dataset writer
 
 import trainutil  # noqa: E402
+from training.model import DEFAULT_ARCHITECTURE  # noqa: E402
 from transforms.spec import SpectrogramParams  # noqa: E402
 
 
@@ -98,7 +99,7 @@ def bench_fit(data_dir: str, *, arch: str, batch_size: int, steps: int, mixed: b
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mixed-precision", choices=("on", "off"), default="off", help="mixed_float16 model")
-    p.add_argument("--arch", default="temporal", help="architecture name (training.model.ARCHITECTURES)")
+    p.add_argument("--arch", default=DEFAULT_ARCHITECTURE, help="architecture name (training.model.ARCHITECTURES)")
     p.add_argument("--batch-size", type=int, default=32, help="segments per batch")
     p.add_argument("--tracks", type=int, default=20, help="tracks per label (10 labels, 10 segments each)")
     p.add_argument("--steps", type=int, default=20, help="timed steps for step and fit")

@@ -13,7 +13,7 @@ pytest.importorskip("tensorflow")
 
 import trainutil  # noqa: E402
 from training import evaluate, export, train  # noqa: E402
-from training.model import EMBEDDING_LAYER, build_model, make_normalizer  # noqa: E402
+from training.model import ARCHITECTURES, DEFAULT_ARCHITECTURE, EMBEDDING_LAYER, build_model, make_normalizer  # noqa: E402
 from transforms.metadata import read_metadata, read_model_card  # noqa: E402
 from transforms.spec import ParameterMismatchError  # noqa: E402
 
@@ -141,7 +141,7 @@ def test_export_load_round_trip_gives_identical_predictions(dataset, tmp_path):
     np.testing.assert_array_equal(export.predict_proba(loaded.model, x), before)
     assert loaded.card.to_dict() == card.to_dict()
     emb = export.embedding_model(loaded)(x)
-    assert emb.shape == (7, 64)
+    assert emb.shape == (7, ARCHITECTURES[DEFAULT_ARCHITECTURE].embedding)
     # normalisation is per mel band, learned from the data and saved in the model
     mean = np.asarray(loaded.model.get_layer("band_normalization").mean).reshape(-1)
     np.testing.assert_allclose(mean, x.mean(axis=(0, 2)), rtol=1e-4)
@@ -160,8 +160,6 @@ def test_stats_pooling_and_band_stats_and_plain_keras_load(tmp_path):
     import dataclasses
 
     import keras
-
-    from training.model import ARCHITECTURES
 
     arch = dataclasses.replace(ARCHITECTURES["temporal"], pooling="stats", band_stats=True)
     model = build_model(input_shape=(16, 24), n_classes=3, arch=arch)

@@ -1,6 +1,6 @@
 """``genreflow train``: train a genre CNN on featurize shards and write a self-describing model dir.
 
-    genreflow train --data DATA_DIR --model-dir MODEL_DIR [--epochs 40] [--arch temporal|small|wide] ...
+    genreflow train --data DATA_DIR --model-dir MODEL_DIR [--epochs 40] [--arch hybrid|temporal|small|wide] ...
     python -m training.train --data DATA_DIR --model-dir MODEL_DIR
 
 Everything about the data (shapes, label vocabulary, spectrogram parameters, shard format, class
@@ -26,6 +26,8 @@ import sys
 import time
 from typing import Any, Sequence
 
+from training.model import DEFAULT_ARCHITECTURE
+
 __all__ = ["TrainConfig", "parse_args", "make_strategy", "train", "run", "main"]
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class TrainConfig:
 
     data: str
     model_dir: str
-    arch: str = "temporal"
+    arch: str = DEFAULT_ARCHITECTURE
     epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 2e-3
@@ -72,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="featurize output directory (with metadata.json)")
     p.add_argument("--model-dir", required=True, help="output model dir (local path); a rerun resumes")
-    p.add_argument("--arch", default=d.arch, help="architecture: temporal (1-D convolutions over time, mel bands as channels), hybrid (two small 2-D blocks, then temporal; ~4x slower), small (2-D CNN) or wide (bigger 2-D CNN); see the README")
+    p.add_argument("--arch", default=d.arch, help="architecture: hybrid (the default: two small 2-D blocks, then 1-D blocks over time), temporal (1-D convolutions over time, mel bands as channels; ~3x faster), small (2-D CNN) or wide (bigger 2-D CNN); see the README")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (passes over train)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size, segments")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")
