@@ -397,7 +397,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"segments, {s['featurize']['dead_letters']} dead letters",
         f"  train      {s['train']['epochs']:>5} epochs"
         + (f", track accuracy on its own test split {val:.1%}" if val is not None else ""),
-        f"  catalog    {s['catalog']['tracks']:>5} new clips + {s['catalog']['corrupt']} broken files",
+        f"  catalog    {s['catalog']['tracks']:>5} new tracks of {summary['config']['catalog_seconds']:g} s + "
+        f"{s['catalog']['corrupt']} broken files",
         f"  label      {s['label']['labeled']:>5} labeled, {s['label']['dead_letters']} dead letters "
         f"{json.dumps(s['label']['failures'])}",
         f"  ACCURACY on the held-out catalog: {acc['accuracy']:.1%} ({acc['correct']}/{acc['tracks']} tracks; "
