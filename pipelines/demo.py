@@ -55,7 +55,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CATALOG_FORMATS = ("wav", "flac", "ogg", "mp3")
+#: Audio formats of the demo collection and catalog, cycled over the clips.
+DEMO_FORMATS = ("wav", "flac", "ogg", "mp3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +97,7 @@ class DemoConfig:
     catalog_clips_per_style: int = 10
     seconds: float = 10.0
     catalog_seconds: float = 30.0
-    formats: tuple[str, ...] = CATALOG_FORMATS
+    formats: tuple[str, ...] = DEMO_FORMATS
     epochs: int = 15
     corrupt: int = 4
     seed: int = 0
