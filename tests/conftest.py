@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import socket
 from typing import Callable
 
 import numpy as np
@@ -151,6 +152,13 @@ def unreadable_path(root: str | os.PathLike) -> str:
     p = pathlib.Path(root) / "bad" / "folder.wav"
     p.mkdir(parents=True, exist_ok=True)
     return str(p)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for local servers in tests)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def shared_audio_dir() -> pathlib.Path:

@@ -22,22 +22,17 @@ import time
 import pytest
 
 import scaleout
+from conftest import free_port
 from pipelines import featurize, label
 from transforms.metadata import read_metadata
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def worker_pool(tmp_path_factory):
     """A worker pool on 127.0.0.1 whose workers are this venv's python (as on a cluster node)."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("pool") / "worker_pool.log", "w+")
     # The pool starts each worker as `python -c ...` from PATH: it must be the venv's python, or the
     # worker cannot import apache_beam and the pipeline hangs with no error.

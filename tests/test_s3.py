@@ -7,7 +7,6 @@ standard AWS environment variables, with ``AWS_ENDPOINT_URL`` overriding the end
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
@@ -18,14 +17,9 @@ from pipelines import featurize  # noqa: E402
 from transforms import spec  # noqa: E402
 from transforms.metadata import read_metadata  # noqa: E402
 from transforms.records import table_to_rows, tf_feature_description  # noqa: E402
+from conftest import free_port  # noqa: E402
 
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

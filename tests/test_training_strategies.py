@@ -8,7 +8,6 @@ the code paths train, checkpoint and export a float32 model that loads, not that
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 import trainutil  # noqa: E402
+from conftest import free_port  # noqa: E402
 from transforms.metadata import read_metadata, read_model_card  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,12 +46,6 @@ def dataset(tmp_path_factory):
     return d
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def _train(dataset, model_dir, *extra, env=None):
     run = subprocess.run(
         [sys.executable, "-m", "training.train", "--data", dataset, "--model-dir", model_dir, *TINY, *extra],
@@ -72,7 +66,7 @@ def _train(dataset, model_dir, *extra, env=None):
 ])
 def test_strategy_trains_and_exports_a_float32_model(dataset, tmp_path, name, extra, env):
     if env == "tf_config":
-        env = {"TF_CONFIG": json.dumps({"cluster": {"worker": [f"localhost:{_free_port()}"]},
+        env = {"TF_CONFIG": json.dumps({"cluster": {"worker": [f"localhost:{free_port()}"]},
                                         "task": {"type": "worker", "index": 0}})}
     model_dir = str(tmp_path / name)
     out = _train(dataset, model_dir, *extra, env=env)
