@@ -464,9 +464,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: run, print the summary; exit status 1 naming the failed step."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for noisy in ("apache_beam", "absl", "tensorflow", "h5py", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from genreflow.logs import configure_logging
+
+    configure_logging()  # also when called from Python: the steps' Beam and TF chatter stays quiet
     cfg = config_from_args(argv)
     print(f"genreflow demo: writing to {os.path.abspath(cfg.output)}", flush=True)
     try:
@@ -480,5 +480,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.exit(main())

@@ -327,5 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from genreflow.logs import configure_logging
+
+    configure_logging()
     sys.exit(main())
