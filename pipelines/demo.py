@@ -290,7 +290,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     def do_featurize():
         result = featurize.run(["--input", collection_glob, "--output", paths["features"]])
         md = read_metadata(paths["features"])
-        _check("featurize", md.inputs["featurized"] > 0 and bool(md.shards.get("train")),
+        _check("featurize", md.inputs["featurized"] > 0 and bool(md.shard_names("train")),
                f"no training shards in {paths['features']}")
         print(featurize.format_summary(result), flush=True)
         return md

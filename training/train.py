@@ -234,7 +234,7 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         max_segments_per_class=cfg.max_segments_per_class, augment=augment,
         shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache, seed=cfg.seed,
     )
-    has_validation = bool(metadata.shards.get("validation")) and data.split_size(metadata, "validation") != 0
+    has_validation = bool(metadata.shard_names("validation")) and data.split_size(metadata, "validation") != 0
     val_ds = (
         data.eval_dataset(cfg.data, metadata=metadata, split="validation", batch_size=cfg.batch_size * 4, cache=cfg.cache)
         if has_validation else None
@@ -267,7 +267,7 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     else:
         exported = model
 
-    eval_split = cfg.eval_split if metadata.shards.get(cfg.eval_split) else ("validation" if has_validation else None)
+    eval_split = cfg.eval_split if metadata.shard_names(cfg.eval_split) else ("validation" if has_validation else None)
     history = _read_history(os.path.join(cfg.model_dir, "history.csv"))
     files = {"training_curves_png": plots.plot_history(history, path=os.path.join(cfg.model_dir, "training_curves.png"))}
     metrics: dict[str, Any] = {}
