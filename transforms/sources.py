@@ -10,7 +10,8 @@ without Beam; everything goes through fsspec, so it behaves the same on local di
 Glob rules (one rule on every filesystem; Beam's and fsspec's own rules disagree):
 
 - ``*`` and ``?`` and ``[...]`` match within one path component; ``[[]`` is a literal ``[``
-  (what Python's ``glob.escape`` writes), so any path can be given literally.
+  (what Python's ``glob.escape`` writes).  A pattern that names an existing file or folder as
+  written (``/music/live [2019]``) is taken literally.
 - ``**`` as a whole component matches zero or more folders: ``ROOT/**/*.wav`` includes
   ``ROOT/a.wav`` as well as ``ROOT/x/y/a.wav`` (bash ``globstar``, fsspec, pathlib).
 - ``**`` glued to a name, Beam style (``ROOT/**.wav``), means the same as ``ROOT/**/*.wav``.
@@ -221,7 +222,7 @@ def _component_regex(comp: str) -> str:
                 body = comp[i + 1 : j]
                 if body[:1] in ("!", "^"):
                     body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
+                out.append("[" + body.replace("\\", "\\\\").replace("[", "\\[") + "]")
                 i = j
         else:
             out.append(re.escape(ch))
@@ -280,9 +281,15 @@ def _under(path: str, folders: Sequence[str]) -> bool:
     return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
 
 
+def _literal(pattern: str) -> bool:
+    """A pattern with wildcard characters that names an existing path is taken as written."""
+    fs, path = fsspec.core.url_to_fs(pattern)
+    return bool(_MAGIC.search(path)) and fs.exists(path)
+
+
 def _match_one(pattern: str, *, exclude: Sequence[str]) -> Iterator[Match | DeadLetter]:
     local = is_local(pattern)
-    base_uri = pattern_base(pattern)
+    base_uri = pattern if _literal(pattern) else pattern_base(pattern)
     fs, base = fsspec.core.url_to_fs(base_uri)
     excluded = [fsspec.core.url_to_fs(e)[1].rstrip("/") for e in exclude]
     base = base.rstrip("/") or "/"
@@ -302,28 +309,43 @@ def _match_one(pattern: str, *, exclude: Sequence[str]) -> Iterator[Match | Dead
         relative_pattern = "**"
     regex = pattern_regex(relative_pattern)
     depth = None if "**" in relative_pattern else len([c for c in relative_pattern.split("/") if c])
-    errors: list[BaseException] = []
-    try:
-        walker = fs.walk(base, maxdepth=depth, detail=True, on_error=errors.append)
-        for root, _dirs, files in walker:
-            while errors:
-                e = errors.pop()
-                where = getattr(e, "filename", None) or root
-                yield DeadLetter(uri=_to_uri(fs, str(where), local=local), stage="match", reason="unreadable_folder",
-                                 message=f"{type(e).__name__}: {e}")
-            for name, info in sorted(files.items()):
-                path = info.get("name") or posixpath.join(root, name)
-                if info.get("type") == "directory" or not _visible(path) or _under(path, excluded):
-                    continue
-                rel = path[len(base):].lstrip("/")
-                if regex.match(rel):
-                    yield Match(_to_uri(fs, path, local=local), rel, listing_fingerprint(info))
-    except FileNotFoundError:
-        return
-    for e in errors:
-        where = getattr(e, "filename", None) or base
-        yield DeadLetter(uri=_to_uri(fs, str(where), local=local), stage="match", reason="unreadable_folder",
-                         message=f"{type(e).__name__}: {e}")
+    for folder, entries in _walk(fs, base, maxdepth=depth):
+        if isinstance(entries, BaseException):
+            yield DeadLetter(uri=_to_uri(fs, folder, local=local), stage="match", reason="unreadable_folder",
+                             message=f"{type(entries).__name__}: {entries}")
+            continue
+        for info in entries:
+            path = info["name"].rstrip("/")
+            if not _visible(path) or _under(path, excluded):
+                continue
+            rel = path[len(base):].lstrip("/")
+            if regex.match(rel):
+                yield Match(_to_uri(fs, path, local=local), rel, listing_fingerprint(info))
+
+
+def _walk(fs: fsspec.AbstractFileSystem, top: str, *, maxdepth: int | None):
+    """Depth-first ``(folder, [file infos])``, or ``(folder, error)`` for a folder that cannot be
+    listed (fsspec's own ``walk`` drops errors below the top folder).  One listing in memory at a time."""
+    pending = [(top, 1)]
+    while pending:
+        folder, level = pending.pop()
+        try:
+            listing = fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            yield folder, e
+            continue
+        files, subfolders = [], []
+        for info in listing:
+            name = info["name"].rstrip("/")
+            if info.get("type") == "directory":
+                if name != folder.rstrip("/") and (maxdepth is None or level < maxdepth):
+                    subfolders.append(name)
+            else:
+                files.append(info)
+        yield folder, sorted(files, key=lambda i: i["name"])
+        pending.extend((d, level + 1) for d in sorted(subfolders, reverse=True))
 
 
 def _label_of(uri: str) -> str:
