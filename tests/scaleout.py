@@ -116,26 +116,27 @@ def featurize_rows(output: str) -> dict[tuple[str, int], dict[str, Any]]:
 
     md = read_metadata(output)
     rows: list[dict[str, Any]] = []
-    for names in md.shards.values():
-        for name in names:
-            path = os.path.join(output, name)
-            if md.format == "parquet":
-                import pyarrow.parquet as pq
+    for path in md.shard_paths(output):
+        if md.format == "parquet":
+            import pyarrow.parquet as pq
 
-                rows += table_to_rows(pq.read_table(path))
-            else:
-                import tensorflow as tf
+            rows += table_to_rows(pq.read_table(path))
+        else:
+            import tensorflow as tf
 
-                rows += [decode_example(r.numpy()) for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
+            rows += [decode_example(r.numpy()) for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
     keyed = {(r[FEATURE_TRACK_ID], int(r[FEATURE_SEGMENT_INDEX])): r for r in rows}
     assert len(keyed) == len(rows), "duplicate (track_id, segment_index) rows"
     return keyed
 
 
-def dead_letter_uris(output: str, pattern: str = "errors/*.jsonl") -> list[str]:
-    """Sorted URIs of the dead-letter records under ``output``."""
+def dead_letter_uris(output: str, pattern: str | None = None) -> list[str]:
+    """Sorted URIs of the dead-letter records of a committed featurize output (``metadata.json``
+    lists its files), or of the files ``pattern`` matches below ``output``."""
     uris = []
-    for path in glob.glob(os.path.join(output, pattern)):
+    paths = (glob.glob(os.path.join(output, pattern)) if pattern is not None
+             else [os.path.join(output, name) for name in read_metadata(output).dead_letters])
+    for path in paths:
         with open(path) as f:
             uris += [json.loads(line)["uri"] for line in f if line.strip()]
     return sorted(uris)
@@ -148,7 +149,7 @@ def assert_same_features(got: str, want: str, *, atol: float = 1e-4) -> None:
     assert g_md.counts == w_md.counts
     assert g_md.inputs == w_md.inputs
     assert g_md.failures == w_md.failures
-    assert g_md.shards == w_md.shards
+    assert g_md.num_shards == w_md.num_shards and g_md.shards == w_md.shards
     g_rows, w_rows = featurize_rows(got), featurize_rows(want)
     assert sorted(g_rows) == sorted(w_rows)
     for key, w in w_rows.items():

@@ -67,17 +67,18 @@ def test_featurize_reads_and_writes_s3(tmp_path, s3, gtzan_tree, make_bad_files)
     import pyarrow.parquet as pq
 
     rows = []
-    for names in md.shards.values():
-        for name in names:
-            rows += table_to_rows(pq.read_table(f"genreflow-test/out/{name}", filesystem=s3))
+    for path in md.shard_paths("genreflow-test/out"):
+        rows += table_to_rows(pq.read_table(path, filesystem=s3))
     assert len(rows) == sum(md.counts[s]["segments"] for s in spec.SPLITS) == 6 * 3
     assert {r[spec.FEATURE_URI] for r in rows} == {
         f"s3://genreflow-test/corpus/{os.path.relpath(p, root)}" for p in files
     }
     assert all(md.labels[r[spec.FEATURE_LABEL_INDEX]] == r[spec.FEATURE_LABEL] for r in rows)
-    with s3.open("genreflow-test/out/errors/dead_letters-00000-of-00001.jsonl", "r") as f:
+    (letters,) = md.dead_letters
+    with s3.open(f"genreflow-test/out/{letters}", "r") as f:
         assert '"uri": "s3://genreflow-test/corpus/jazz/corrupt.wav"' in f.read()
-    assert not s3.glob(f"genreflow-test/out/{featurize.STAGING_PREFIX}*")
+    listed = sorted(p.rsplit("/", 1)[-1] for p in s3.ls("genreflow-test/out", refresh=True))
+    assert listed == ["metadata.json", f"run_id={md.run_id}"]
 
     # the same bucket as TFRecord, read back with tf.data after download (TF 2.21 has no s3://)
     out = "s3://genreflow-test/tfr"
@@ -89,7 +90,7 @@ def test_featurize_reads_and_writes_s3(tmp_path, s3, gtzan_tree, make_bad_files)
 
     local = tmp_path / "tfr"
     s3.get("genreflow-test/tfr/", str(local), recursive=True)
-    paths = [str(local / n) for names in md.shards.values() for n in names]
+    paths = md.shard_paths(str(local))
     description = tf_feature_description(md.spectrogram)
     n = 0
     for raw in tf.data.TFRecordDataset(paths, compression_type="GZIP"):
