@@ -217,6 +217,10 @@ def _absolute(uri: str) -> str:
 
 
 def _check_output(output: str) -> None:
+    """Refuse an output that is an existing file (local disks; an object store has no such clash
+    to check without credentials, and a dry run must not need them)."""
+    if commit.protocol_of(output) not in ("file", "memory"):
+        return
     fs, path = fsspec.core.url_to_fs(output)
     if fs.isfile(path):
         raise ValueError(f"--output {output} is a file; give a folder")
