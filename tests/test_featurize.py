@@ -418,3 +418,25 @@ def test_audio_to_log_mel_transform_tags_features_and_dead_letters(tmp_path, wri
         assert_that(shapes, equal_to([("g0.wav", (1, *params.mel_shape)), ("g1.wav", (2, *params.mel_shape))]),
                     label="features")
         assert_that(reasons, equal_to([("bad.wav", "decode_error")]), label="dead_letters")
+
+
+@pytest.mark.slow
+def test_fixed_vocabulary_sample_and_limit(tmp_path, make_gtzan_tree):
+    root = tmp_path / "corpus"
+    make_gtzan_tree(root, genres=("a", "b", "c"), per_genre=4, seconds=1.0)
+    out = str(tmp_path / "out")
+    featurize.run(["--input", str(root), "--output", out, "--format", "parquet", "--labels", "b,a",
+                   "--max-error-fraction", "0.5", *SHORT, *IN_PROCESS])
+    md, rows = read_dataset(out)
+    check_consistent(md, rows)
+    assert md.labels == ["a", "b"] and md.failures == {"unknown_label": 4}  # c's tracks: dead letters
+    assert md.inputs == {"matched": 12, "featurized": 8, "failed": 4}
+
+    featurize.run(["--input", str(root), "--output", out, "--format", "parquet", "--sample", "0.5",
+                   "--limit", "3", *SHORT, *IN_PROCESS])
+    md, rows = read_dataset(out)
+    from transforms.sources import unit_hash
+
+    ids = sorted(f"{g}/{g}.{i:05d}.wav" for g in "abc" for i in range(4))
+    expected = [t for t in ids if unit_hash(t) < 0.5][:3]  # the sample, then the smallest ids
+    assert sorted({r[spec.FEATURE_TRACK_ID] for r in rows}) == expected and md.inputs["matched"] == 3
