@@ -43,6 +43,7 @@ from pipelines.options import (
     limits_from_args,
     needs_in_process,
     params_from_args,
+    parse_job_args,
     pipeline_options,
 )
 from transforms.beam_audio import DEAD_LETTERS, METRICS_NAMESPACE, ReadLimits, featurize_or_dead_letter
@@ -171,7 +172,7 @@ class _Job:
 def _parse(argv: Sequence[str] | None) -> _Job:
     """Parse and check everything that can be checked before any work; exits 2 on a bad value."""
     parser = build_parser()
-    args, beam_args = parser.parse_known_args(argv)
+    args, beam_args = parse_job_args(parser, argv)
     try:
         params = params_from_args(args)
         fractions = parse_split_fractions(args.split)

@@ -8,6 +8,9 @@ when offline, so the same command would run differently on a laptop and in CI). 
 input or output lives on ``memory://`` (a worker process cannot see the launcher's memory
 filesystem).  Any ``--runner`` and every other standard Beam option given by the user pass through
 unchanged, and ``--direct_running_mode``/``--direct_num_workers`` given by the user win.
+
+Option rule: an option that is neither the job's own nor a Beam pipeline option is an error (exit
+2, with a "did you mean"), see :func:`parse_job_args`; Beam itself would drop it with a log line.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import logging
 import os
 from typing import Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+from genreflow.args import PassthroughParserMixin, parse_args_strict
 
 from transforms.beam_audio import ReadLimits
 from transforms.spec import SpectrogramParams
@@ -25,6 +30,8 @@ from transforms.spec import SpectrogramParams
 __all__ = [
     "add_spectrogram_args",
     "add_limit_args",
+    "beam_options_parser",
+    "parse_job_args",
     "is_dry_run",
     "limits_from_args",
     "params_from_args",
@@ -107,6 +114,55 @@ def params_from_args(args: argparse.Namespace) -> SpectrogramParams:
         top_db=top_db,
         min_tail_fraction=args.min_tail_fraction,
     )
+
+
+class _BeamOptionsParser(PassthroughParserMixin, _BeamArgumentParser):
+    """Beam's own option parser class (it adds ``add_value_provider_argument``), raising on errors."""
+
+
+def beam_options_parser() -> argparse.ArgumentParser:
+    """A parser of every Beam pipeline option registered in this process.
+
+    Built as ``PipelineOptions.get_all_options`` builds its own: each subclass of
+    ``PipelineOptions`` (standard, Google Cloud, worker, direct, portable, Flink, Spark, Prism, S3,
+    ... and any a runner module registers by defining one) adds its flags, without abbreviations.
+    What this parser leaves unparsed, Beam would drop.
+    """
+    parser = _BeamOptionsParser(prog="Beam pipeline options", allow_abbrev=False, add_help=False,
+                                conflict_handler="resolve")
+    classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()}
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # noqa: SLF001 - the registry Beam itself reads
+    return parser
+
+
+def parse_job_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> tuple[argparse.Namespace, list[str]]:
+    """Parse a Beam job's command line: its own options, then Beam's; anything else is an error.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The job's options.
+    argv : sequence of str, optional
+        Command line without the program name (``sys.argv[1:]`` when omitted).
+
+    Returns
+    -------
+    args : argparse.Namespace
+        The job's options.
+    beam_args : list of str
+        The Beam pipeline options, for :func:`pipeline_options`; tokens after a bare ``--`` are
+        added unchecked (options only a runner's job server defines).
+
+    Raises
+    ------
+    SystemExit
+        Status 2, with ``prog: error: unrecognized option --rundate (did you mean --run-date?)``,
+        for an option that neither the job nor Beam defines, or a Beam option with a bad value.
+    """
+    return parse_args_strict(parser, argv, passthrough=beam_options_parser())
 
 
 def has_option(beam_args: Sequence[str], name: str) -> bool:

@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Any, Sequence
 
+from genreflow.args import parse_args_strict
 from training.model import DEFAULT_ARCHITECTURE
 
 __all__ = ["TrainConfig", "parse_args", "make_strategy", "train", "run", "main"]
@@ -113,10 +114,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Options -> :class:`TrainConfig` (unknown options are ignored with a warning)."""
-    args, rest = _parser().parse_known_args(argv)
-    if rest:
-        logger.warning("ignoring unknown options: %s", rest)
+    """Options -> :class:`TrainConfig`; an unknown option exits 2 with a "did you mean"."""
+    args, _ = parse_args_strict(_parser(), argv)
     return TrainConfig(**vars(args))
 
 
