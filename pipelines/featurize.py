@@ -39,6 +39,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from pipelines.options import (
     add_limit_args,
     add_spectrogram_args,
+    check_job_args,
     is_dry_run,
     limits_from_args,
     needs_in_process,
@@ -173,6 +174,7 @@ def _parse(argv: Sequence[str] | None) -> _Job:
     """Parse and check everything that can be checked before any work; exits 2 on a bad value."""
     parser = build_parser()
     args, beam_args = parse_job_args(parser, argv)
+    check_job_args(parser, args)
     try:
         params = params_from_args(args)
         fractions = parse_split_fractions(args.split)

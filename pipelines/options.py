@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from typing import Sequence
+
+import fsspec
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
@@ -32,6 +35,7 @@ __all__ = [
     "add_limit_args",
     "beam_options_parser",
     "parse_job_args",
+    "check_job_args",
     "is_dry_run",
     "limits_from_args",
     "params_from_args",
@@ -163,6 +167,34 @@ def parse_job_args(
         for an option that neither the job nor Beam defines, or a Beam option with a bad value.
     """
     return parse_args_strict(parser, argv, passthrough=beam_options_parser())
+
+
+def _is_file(uri: str) -> bool:
+    """Whether ``uri`` is an existing file (not a folder); ``False`` when its store cannot be asked."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        return bool(fs.isfile(path))
+    except Exception:  # unreachable store, missing credentials: the job itself will say so
+        return False
+
+
+def check_job_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks every Beam job needs before any work; ``parser.error`` (exit 2, one line) on the first.
+
+    Looks at the options the job has: ``--output`` must not be an existing file (it is a folder of
+    shards or partitions), ``--num-shards`` must be >= 0, ``--max-file-mb`` and
+    ``--max-audio-seconds`` must be >= 0 (0 = no limit).
+    """
+    output = getattr(args, "output", None)
+    if output and _is_file(output):
+        parser.error(f"--output {output} is an existing file; give a folder")
+    num_shards = getattr(args, "num_shards", None)
+    if num_shards is not None and num_shards < 0:
+        parser.error(f"--num-shards must be >= 0, got {num_shards}")
+    for name in ("max_file_mb", "max_audio_seconds"):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            parser.error(f"--{name.replace('_', '-')} must be >= 0 (0 = no limit), got {value}")
 
 
 def has_option(beam_args: Sequence[str], name: str) -> bool:

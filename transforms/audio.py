@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from transforms.spec import SpectrogramParams
+from transforms.spec import MAX_SAMPLE_RATE, SpectrogramParams
 
 __all__ = [
     "AudioError",
@@ -54,8 +54,8 @@ AUDIO_EXTENSIONS = ("wav", "wave", "flac", "ogg", "oga", "mp3", "au", "snd", "ai
 
 #: Most channels a header may declare (7.1.4 is 12, third-order ambisonics 16).
 MAX_CHANNELS = 64
-#: Highest native sample rate in Hz a header may declare (FLAC allows 655,350; DXD is 352,800).
-MAX_SAMPLE_RATE = 768_000
+# MAX_SAMPLE_RATE (from transforms.spec): the highest native rate in Hz a header may declare, and
+# the highest target rate (FLAC allows 655,350 Hz; DXD is 352,800).
 #: Most samples (frames x channels) one file may make a worker decode: 2**32 covers 30 minutes of
 #: 8-channel 192 kHz audio (2.8e9) and bounds the CPU time a header can ask for.
 MAX_DECODED_SAMPLES = 2**32
