@@ -36,10 +36,12 @@ from apache_beam.options.pipeline_options import StandardOptions
 from pipelines.options import (
     add_limit_args,
     add_spectrogram_args,
+    check_job_args,
     is_dry_run,
     limits_from_args,
     needs_in_process,
     params_from_args,
+    parse_job_args,
     pipeline_options,
 )
 from transforms import commit
@@ -229,7 +231,8 @@ def _check_output(output: str) -> None:
 def _parse(argv: Sequence[str] | None) -> FeaturizeJob:
     """Parse and check everything that can be checked before any work; exits 2 on a bad value."""
     parser = build_parser()
-    args, beam_args = parser.parse_known_args(argv)
+    args, beam_args = parse_job_args(parser, argv)
+    check_job_args(parser, args)
     try:
         params = params_from_args(args)
         fractions = parse_split_fractions(args.split)

@@ -42,7 +42,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.utils import shared
 
-from pipelines.options import add_limit_args, is_dry_run, limits_from_args, needs_in_process, pipeline_options
+from pipelines.options import (add_limit_args, check_job_args, is_dry_run, limits_from_args, needs_in_process,
+                               parse_job_args, pipeline_options)
 from transforms import label_store
 from transforms.beam_audio import METRICS_NAMESPACE, AudioToLogMel, ReadLimits, TrackFeatures
 from transforms.deadletters import DeadLetter
@@ -502,7 +503,8 @@ def prepare(argv: Sequence[str] | None = None) -> LabelJob:
         spectrogram parameters differ from the model's, a bad run date, or inputs that match nothing.
     """
     parser = build_parser()
-    args, beam_args = parser.parse_known_args(argv)
+    args, beam_args = parse_job_args(parser, argv)
+    check_job_args(parser, args)
     if sum([bool(args.input), bool(args.manifest), bool(args.features)]) != 1:
         parser.error("give exactly one of --input, --manifest or --features")
     if args.top_k < 1:

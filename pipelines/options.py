@@ -8,16 +8,24 @@ when offline, so the same command would run differently on a laptop and in CI). 
 input or output lives on ``memory://`` (a worker process cannot see the launcher's memory
 filesystem).  Any ``--runner`` and every other standard Beam option given by the user pass through
 unchanged, and ``--direct_running_mode``/``--direct_num_workers`` given by the user win.
+
+Option rule: an option that is neither the job's own nor a Beam pipeline option is an error (exit
+2, with a "did you mean"), see :func:`parse_job_args`; Beam itself would drop it with a log line.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from typing import Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import fsspec
+
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+from genreflow.args import PassthroughParserMixin, parse_args_strict
 
 from transforms.beam_audio import ReadLimits
 from transforms.spec import SpectrogramParams
@@ -25,6 +33,9 @@ from transforms.spec import SpectrogramParams
 __all__ = [
     "add_spectrogram_args",
     "add_limit_args",
+    "beam_options_parser",
+    "parse_job_args",
+    "check_job_args",
     "is_dry_run",
     "limits_from_args",
     "params_from_args",
@@ -107,6 +118,83 @@ def params_from_args(args: argparse.Namespace) -> SpectrogramParams:
         top_db=top_db,
         min_tail_fraction=args.min_tail_fraction,
     )
+
+
+class _BeamOptionsParser(PassthroughParserMixin, _BeamArgumentParser):
+    """Beam's own option parser class (it adds ``add_value_provider_argument``), raising on errors."""
+
+
+def beam_options_parser() -> argparse.ArgumentParser:
+    """A parser of every Beam pipeline option registered in this process.
+
+    Built as ``PipelineOptions.get_all_options`` builds its own: each subclass of
+    ``PipelineOptions`` (standard, Google Cloud, worker, direct, portable, Flink, Spark, Prism, S3,
+    ... and any a runner module registers by defining one) adds its flags, without abbreviations.
+    What this parser leaves unparsed, Beam would drop.
+    """
+    parser = _BeamOptionsParser(prog="Beam pipeline options", allow_abbrev=False, add_help=False,
+                                conflict_handler="resolve")
+    classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()}
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # noqa: SLF001 - the registry Beam itself reads
+    return parser
+
+
+def parse_job_args(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> tuple[argparse.Namespace, list[str]]:
+    """Parse a Beam job's command line: its own options, then Beam's; anything else is an error.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The job's options.
+    argv : sequence of str, optional
+        Command line without the program name (``sys.argv[1:]`` when omitted).
+
+    Returns
+    -------
+    args : argparse.Namespace
+        The job's options.
+    beam_args : list of str
+        The Beam pipeline options, for :func:`pipeline_options`; tokens after a bare ``--`` are
+        added unchecked (options only a runner's job server defines).
+
+    Raises
+    ------
+    SystemExit
+        Status 2, with ``prog: error: unrecognized option --rundate (did you mean --run-date?)``,
+        for an option that neither the job nor Beam defines, or a Beam option with a bad value.
+    """
+    return parse_args_strict(parser, argv, passthrough=beam_options_parser())
+
+
+def _is_file(uri: str) -> bool:
+    """Whether ``uri`` is an existing file (not a folder); ``False`` when its store cannot be asked."""
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        return bool(fs.isfile(path))
+    except Exception:  # unreachable store, missing credentials: the job itself will say so
+        return False
+
+
+def check_job_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks every Beam job needs before any work; ``parser.error`` (exit 2, one line) on the first.
+
+    Looks at the options the job has: ``--output`` must not be an existing file (it is a folder of
+    shards or partitions), ``--num-shards`` must be >= 0, ``--max-file-mb`` and
+    ``--max-audio-seconds`` must be >= 0 (0 = no limit).
+    """
+    output = getattr(args, "output", None)
+    if output and _is_file(output):
+        parser.error(f"--output {output} is an existing file; give a folder")
+    num_shards = getattr(args, "num_shards", None)
+    if num_shards is not None and num_shards < 0:
+        parser.error(f"--num-shards must be >= 0, got {num_shards}")
+    for name in ("max_file_mb", "max_audio_seconds"):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            parser.error(f"--{name.replace('_', '-')} must be >= 0 (0 = no limit), got {value}")
 
 
 def has_option(beam_args: Sequence[str], name: str) -> bool:

@@ -23,10 +23,12 @@ from transforms.inference import (
     aggregate_track,
     load_model_card,
     load_segment_model,
+    model_file_path,
     stack_segment_predictions,
     top_k,
+    write_model_dir,
 )
-from transforms.metadata import ModelCard, write_model_card
+from transforms.metadata import ModelCard, read_model_card, write_model_card
 from transforms.spec import SpectrogramParams
 
 PARAMS = SpectrogramParams(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16,
@@ -54,11 +56,14 @@ def _keras_model(*, channel_axis: bool):
 def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("model")
     model = _keras_model(channel_axis=False)
-    model.save(str(d / "model.keras"))
-    write_model_card(str(d), ModelCard(model_file="model.keras", model_version="v1", labels=LABELS,
-                                       spectrogram=PARAMS, input_shape=list(PARAMS.mel_shape),
-                                       embedding_layer="embedding"))
+    write_model_dir(str(d), model=model, card=ModelCard(model_file="", model_version="", labels=LABELS,
+                                                        spectrogram=PARAMS, input_shape=list(PARAMS.mel_shape),
+                                                        embedding_layer="embedding"))
     return str(d)
+
+
+def _model_path(model_dir: str) -> str:
+    return model_file_path(model_dir, read_model_card(model_dir))
 
 
 def _mels(n: int, seed: int = 0) -> np.ndarray:
@@ -95,9 +100,9 @@ def test_model_card_problems_are_named(tmp_path, model_dir):
 def test_handler_matches_keras_predict_and_embedding_layer(model_dir):
     import keras
 
-    reference = keras.models.load_model(os.path.join(model_dir, "model.keras"))
+    reference = keras.models.load_model(_model_path(model_dir))
     embed_ref = keras.Model(reference.inputs[0], reference.get_layer("embedding").output)
-    handler = GenreModelHandler(os.path.join(model_dir, "model.keras"), embedding_layer="embedding",
+    handler = GenreModelHandler(_model_path(model_dir), embedding_layer="embedding",
                                 max_batch_size=7)
     assert handler.batch_elements_kwargs()["max_batch_size"] == 7
     model = handler.load_model()
@@ -123,7 +128,7 @@ def test_model_with_channel_axis_gets_one(tmp_path):
 
 def test_unknown_embedding_layer_is_a_model_dir_error(model_dir):
     with pytest.raises(ModelDirError, match="not a layer"):
-        load_segment_model(os.path.join(model_dir, "model.keras"), embedding_layer="nope")
+        load_segment_model(_model_path(model_dir), embedding_layer="nope")
 
 
 # Aggregation ----------------------------------------------------------------------------------------
@@ -234,7 +239,7 @@ def test_same_probabilities_as_beams_tf_model_handler(model_dir):
     pytest.importorskip("tensorflow_hub")
     from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
-    path = os.path.join(model_dir, "model.keras")
+    path = _model_path(model_dir)
     reference = TFModelHandlerNumpy(path)
     ours = GenreModelHandler(path)
     mels = list(_mels(4, seed=5))

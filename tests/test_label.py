@@ -127,7 +127,7 @@ def test_labels_equal_the_model_called_directly(world, tmp_path):
     letters = [json.loads(line) for line in (part / "_errors" / "dead_letters-00000-of-00001.jsonl").open()]
     assert sorted((os.path.basename(d["uri"]), d["reason"]) for d in letters) == sorted(BAD.items())
 
-    model = keras.models.load_model(os.path.join(world["model"], "model.keras"))
+    model = keras.models.load_model(os.path.join(world["model"], world["card"].model_file))
     embed = keras.Model(model.inputs[0], model.get_layer("embedding").output)
     rows = {r["track_id"]: r for r in label_store.read_labels(str(tmp_path)).to_pylist()}
     assert sorted(rows) == sorted(r.track_id for r in good)

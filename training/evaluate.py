@@ -297,7 +297,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse options, evaluate, write the files; returns the metrics dict."""
     from transforms.metadata import write_json_atomic
 
-    args, _ = _parser().parse_known_args(argv)
+    from genreflow.args import parse_args_strict
+
+    args, _ = parse_args_strict(_parser(), argv)
     metrics = evaluate_model_dir(args.model_dir, args.data, split=args.split, batch_size=args.batch_size)
     out = args.output or os.path.join(
         args.model_dir, f"evaluation-{args.split}-{metrics['data_fingerprint']}"

@@ -26,9 +26,10 @@ import sys
 import time
 from typing import Any, Sequence
 
+from genreflow.args import parse_args_strict
 from training.model import DEFAULT_ARCHITECTURE
 
-__all__ = ["TrainConfig", "parse_args", "make_strategy", "train", "run", "main"]
+__all__ = ["TrainConfig", "parse_args", "config_problems", "check_resume", "make_strategy", "train", "run", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +113,82 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_problems(cfg: TrainConfig) -> list[str]:
+    """Every option value of ``cfg`` that cannot make a useful run (nothing is read or written)."""
+    problems = []
+    for name, low in (("epochs", 1), ("batch_size", 1), ("shuffle_buffer", 1), ("warmup_epochs", 0),
+                      ("freq_mask", 0), ("time_mask", 0), ("early_stopping", 0)):
+        if getattr(cfg, name) < low:
+            problems.append(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(cfg, name)}")
+    if cfg.max_segments_per_class is not None and cfg.max_segments_per_class < 1:
+        problems.append(f"--max-segments-per-class must be >= 1, got {cfg.max_segments_per_class}")
+    if not cfg.learning_rate > 0:
+        problems.append(f"--learning-rate must be > 0, got {cfg.learning_rate}")
+    if not 0 <= cfg.label_smoothing < 1:
+        problems.append(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    for name in ("weight_decay", "mixup", "gain_db"):
+        if not getattr(cfg, name) >= 0:  # also refuses NaN
+            problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if os.path.exists(cfg.model_dir) and not os.path.isdir(cfg.model_dir):
+        problems.append(f"--model-dir {cfg.model_dir} is a file, not a folder")
+    if os.path.exists(cfg.data) and not os.path.isdir(cfg.data):
+        problems.append(f"--data {cfg.data} is a file, not a featurize output folder")
+    return problems
+
+
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Options -> :class:`TrainConfig` (unknown options are ignored with a warning)."""
-    args, rest = _parser().parse_known_args(argv)
-    if rest:
-        logger.warning("ignoring unknown options: %s", rest)
-    return TrainConfig(**vars(args))
+    """Options -> :class:`TrainConfig`; exits 2 with one line on an unknown option (with a "did you
+    mean") or a value that cannot make a useful run (:func:`config_problems`)."""
+    parser = _parser()
+    args, _ = parse_args_strict(parser, argv)
+    cfg = TrainConfig(**vars(args))
+    problems = config_problems(cfg)
+    if problems:
+        parser.error("; ".join(problems))
+    return cfg
+
+
+#: Written into ``backup/`` when a run starts; a restarted run resumes only from a backup of the
+#: same data and architecture (Keras' BackupAndRestore deletes the folder when training completes).
+RESUME_MARKER = "genreflow_run.json"
+
+
+def _resume_key(cfg: TrainConfig, data_fingerprint: str) -> dict[str, Any]:
+    return {"data_fingerprint": data_fingerprint, "arch": cfg.arch}
+
+
+def check_resume(cfg: TrainConfig, *, data_fingerprint: str) -> None:
+    """Refuse to resume from a backup left by a run on other data or another architecture.
+
+    Raises
+    ------
+    ValueError
+        When ``MODEL_DIR/backup`` holds a checkpoint whose marker is missing or names another
+        data fingerprint or architecture (one line, saying how to start over).
+    """
+    backup = os.path.join(cfg.model_dir, "backup")
+    if not os.path.isdir(backup) or not any(f.endswith(".h5") for f in os.listdir(backup)):
+        return
+    marker = os.path.join(backup, RESUME_MARKER)
+    try:
+        with open(marker) as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        found = None
+    wanted = _resume_key(cfg, data_fingerprint)
+    if found != wanted:
+        was = "an unknown run" if found is None else f"a run on data {found.get('data_fingerprint')} ({found.get('arch')})"
+        raise ValueError(
+            f"{backup} holds an unfinished checkpoint of {was}, not of this data {data_fingerprint} "
+            f"({cfg.arch}): delete {backup} to start over, or use another --model-dir"
+        )
+
+
+def _mark_resume(cfg: TrainConfig, *, data_fingerprint: str) -> None:
+    backup = os.path.join(cfg.model_dir, "backup")
+    os.makedirs(backup, exist_ok=True)
+    with open(os.path.join(backup, RESUME_MARKER), "w") as f:
+        json.dump(_resume_key(cfg, data_fingerprint), f)
 
 
 def make_strategy(name: str) -> Any:
@@ -210,7 +281,12 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     from transforms.metadata import read_metadata, write_json_atomic
 
     start = time.time()
+    problems = config_problems(cfg)
+    if problems:
+        raise ValueError("; ".join(problems))
     metadata = read_metadata(cfg.data)
+    fingerprint = export.data_fingerprint(cfg.data)
+    check_resume(cfg, data_fingerprint=fingerprint)
     params = metadata.spectrogram
     n_classes = len(metadata.labels)
     logger.info(
@@ -255,6 +331,7 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     if cfg.verbose:
         model.summary(print_fn=logger.info)
     epochs_run: list[int] = []
+    _mark_resume(cfg, data_fingerprint=fingerprint)
     model.fit(
         train_ds, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val_ds,
         callbacks=_callbacks(cfg, has_validation=has_validation, record=epochs_run) + list(callbacks),
@@ -282,7 +359,7 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     else:
         logger.warning("no test or validation split in %s: metrics.json holds no evaluation", cfg.data)
     metrics.update(
-        data=cfg.data, data_fingerprint=export.data_fingerprint(cfg.data),
+        data=cfg.data, data_fingerprint=fingerprint,
         history=history, files={k: os.path.basename(v) for k, v in files.items()},
     )
     if chief:

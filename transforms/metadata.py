@@ -183,9 +183,11 @@ class ModelCard:
     Attributes
     ----------
     model_file : str
-        Keras file name inside the model dir (``model.keras``).
+        Keras file name inside the model dir (``model-<sha256 prefix>.keras``: named by its content,
+        so a new export never overwrites a file an older ``model.json`` names).
     model_version : str
-        Content hash of the model file (first 16 hex digits of its SHA-256).
+        Identifies the model, not the file: 16 hex digits of the SHA-256 of its architecture,
+        weights, labels and spectrogram parameters (exporting identical weights again keeps it).
     labels : list of str
         Output index -> genre, exactly the training data's vocabulary.
     spectrogram : SpectrogramParams
@@ -198,6 +200,8 @@ class ModelCard:
         Identifies the training data (hash of its metadata.json).
     metrics : dict
         Headline evaluation numbers.
+    model_sha256 : str
+        SHA-256 (64 hex digits) of the model file's bytes; the label job checks it before any work.
     """
 
     model_file: str
@@ -211,6 +215,7 @@ class ModelCard:
     created: str = dataclasses.field(default_factory=utc_now)
     genreflow_version: str = ""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         from genreflow import __version__
@@ -220,6 +225,7 @@ class ModelCard:
             "genreflow_version": self.genreflow_version or __version__,
             "created": self.created,
             "model_file": self.model_file,
+            "model_sha256": self.model_sha256,
             "model_version": self.model_version,
             "labels": list(self.labels),
             "spectrogram": self.spectrogram.to_dict(),
@@ -244,6 +250,7 @@ class ModelCard:
             created=data.get("created", ""),
             genreflow_version=data.get("genreflow_version", ""),
             extra=data.get("extra", {}),
+            model_sha256=data.get("model_sha256", ""),
         )
 
 
