@@ -218,16 +218,6 @@ def _absolute(uri: str) -> str:
     return uri if "://" in uri else os.path.abspath(uri)
 
 
-def _check_output(output: str) -> None:
-    """Refuse an output that is an existing file (local disks; an object store has no such clash
-    to check without credentials, and a dry run must not need them)."""
-    if commit.protocol_of(output) not in ("file", "memory"):
-        return
-    fs, path = fsspec.core.url_to_fs(output)
-    if fs.isfile(path):
-        raise ValueError(f"--output {output} is a file; give a folder")
-
-
 def _parse(argv: Sequence[str] | None) -> FeaturizeJob:
     """Parse and check everything that can be checked before any work; exits 2 on a bad value."""
     parser = build_parser()
@@ -238,8 +228,6 @@ def _parse(argv: Sequence[str] | None) -> FeaturizeJob:
         fractions = parse_split_fractions(args.split)
     except ValueError as e:
         parser.error(str(e))
-    if args.num_shards < 0:
-        parser.error(f"--num-shards must be >= 0, got {args.num_shards}")
     if not 0.0 <= args.max_error_fraction <= 1.0:
         parser.error(f"--max-error-fraction must be in [0, 1], got {args.max_error_fraction}")
     if args.sample is not None and not 0.0 < args.sample <= 1.0:
@@ -254,7 +242,6 @@ def _parse(argv: Sequence[str] | None) -> FeaturizeJob:
     output = _absolute(args.output).rstrip("/")
     patterns = [_absolute(p) for p in args.input or []]
     try:
-        _check_output(output)
         if patterns:
             check_patterns(patterns)
         else:

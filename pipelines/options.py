@@ -170,7 +170,13 @@ def parse_job_args(
 
 
 def _is_file(uri: str) -> bool:
-    """Whether ``uri`` is an existing file (not a folder); ``False`` when its store cannot be asked."""
+    """Whether ``uri`` is an existing file (not a folder) on a local disk or ``memory://``.
+
+    Object stores are not asked: without credentials (a Dataflow ``--dry_run``) gcsfs retries for
+    about a minute before failing, and a key named like a folder is no clash there.
+    """
+    if "://" in uri and not uri.startswith(("file://", "memory://")):
+        return False
     try:
         fs, path = fsspec.core.url_to_fs(uri)
         return bool(fs.isfile(path))

@@ -107,7 +107,7 @@ def test_unreadable_paths_from_a_manifest_are_dead_letters(tmp_path, mixed_corpu
         (["--manifest", "{tmp}/nouri.csv"], "needs a 'uri' column"),
         (["--sample", "0"], "--sample must be in (0, 1]"),
         (["--labels", " , "], "--labels needs at least one label"),
-        (["--output", "{tmp}/a.wav"], "is a file"),
+        (["--output", "{tmp}/a.wav"], "is an existing file"),
         (["--manifest", "{tmp}/m.csv", "--input", "{tmp}/a.wav"], "not allowed with argument"),
     ],
 )
