@@ -49,6 +49,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import apache_beam as beam
 import fsspec
 
+from transforms.commit import protocol_of
 from transforms.deadletters import DeadLetter
 from transforms.spec import SPLITS
 
@@ -127,14 +128,6 @@ class TrackRef:
 
 
 # Filesystems -----------------------------------------------------------------------------------
-def protocol_of(uri: str) -> str:
-    """``"file"`` for plain paths and ``file://``, else the URI scheme (``s3``, ``gs``, ``memory``)."""
-    if "://" not in uri:
-        return "file"
-    scheme = uri.split("://", 1)[0].lower()
-    return "file" if scheme in ("file", "local") else scheme
-
-
 def is_local(uri: str) -> bool:
     """True for paths on the local disk."""
     return protocol_of(uri) == "file"
