@@ -29,7 +29,6 @@ imports and the encoded file); it is what one more file in flight costs a worker
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform

@@ -64,23 +64,18 @@ def make_audio(root: str, *, tracks: int, seconds: float, sample_rate: int = 220
 
 def make_model_dir(model_dir: str, *, arch: str):
     """The trainer's CNN with default spectrogram parameters, saved as a model dir."""
-    import hashlib
-
     from training.model import EMBEDDING_LAYER, build_model, make_normalizer
-    from transforms.metadata import ModelCard, write_model_card
+    from transforms.inference import write_model_dir
+    from transforms.metadata import ModelCard
     from transforms.spec import SpectrogramParams
 
     params = SpectrogramParams()
     norm = make_normalizer()
     norm.adapt(np.random.default_rng(0).normal(-30, 15, (8,) + params.mel_shape).astype(np.float32))
     model = build_model(input_shape=params.mel_shape, n_classes=len(GENRES), arch=arch, normalizer=norm)
-    os.makedirs(model_dir, exist_ok=True)
-    model.save(os.path.join(model_dir, "model.keras"))
-    with open(os.path.join(model_dir, "model.keras"), "rb") as f:
-        version = hashlib.sha256(f.read()).hexdigest()[:16]
-    card = ModelCard(model_file="model.keras", model_version=version, labels=list(GENRES), spectrogram=params,
+    card = ModelCard(model_file="", model_version="", labels=list(GENRES), spectrogram=params,
                      input_shape=list(params.mel_shape), embedding_layer=EMBEDDING_LAYER)
-    write_model_card(model_dir, card)
+    card = write_model_dir(model_dir, model=model, card=card)
     return card, model.count_params()
 
 

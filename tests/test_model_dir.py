@@ -194,3 +194,16 @@ def test_label_cli_refuses_a_mismatched_model_before_any_work(tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("genreflow label: error: ") and "outputs 15 scores" in err[0]
     assert not out.exists()
+
+
+def test_model_dir_on_an_object_store_path(model):
+    """fsspec paths (memory:// here, as gs:// and s3://): written, verified and loaded through a local copy."""
+    import fsspec
+
+    root = "memory://genreflow-tests/model-dir"
+    card = write_model_dir(root, model=model, card=_card())
+    assert load_model_card(root).model_sha256 == card.model_sha256
+    fs = fsspec.filesystem("memory")
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/genreflow-tests/model-dir", detail=False))
+    assert names == sorted([card.model_file, "model.json"])
+    fs.rm("/genreflow-tests", recursive=True)

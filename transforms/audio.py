@@ -147,9 +147,9 @@ def frames_to_decode(*, frames: int, channels: int, sample_rate: int, max_second
 def decode_memory_bound(*, max_seconds: float, target_sr: int) -> int:
     """Upper bound in bytes on the arrays :func:`load_mono` allocates for one file.
 
-    The mono output at ``target_sr`` for ``max_seconds`` (plus the resampler's one-block slack)
-    and three block-sized buffers (the decoded block, its mono mix and its resampled chunk).  The
-    encoded file itself is the caller's and not included.
+    The mono output at ``target_sr`` for ``max_seconds`` plus four blocks of :data:`BLOCK_SAMPLES`
+    float32 samples (the decoded block, its mono mix, its resampled chunk and the resampler's
+    flush).  The encoded file itself is the caller's and not included.
 
     Parameters
     ----------
