@@ -49,7 +49,7 @@ def write_manifest(path: str, rows: int) -> str:
 
 
 def _model_dir(base: str) -> str:
-    sys.path.insert(0, os.path.join(REPO, "tests"))
+    sys.path.insert(0, os.path.join(os.getcwd(), "tests"))  # the measured checkout's (see --code)
     from tinymodel import save_model_dir, tiny_cnn
 
     from transforms.spec import SpectrogramParams
@@ -61,7 +61,7 @@ def _model_dir(base: str) -> str:
     return model_dir
 
 
-def measure_one(job: str, manifest: str, work: str) -> dict[str, float]:
+def measure_one(job: str, manifest: str, work: str, *, output_root: str = "gs://catalog-bench") -> dict[str, float]:
     """Run one launcher in this process (call in a fresh process) and measure it."""
     from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 
@@ -77,13 +77,13 @@ def measure_one(job: str, manifest: str, work: str) -> dict[str, float]:
     if job == "featurize":
         from pipelines import featurize
 
-        argv = ["--manifest", manifest, "--output", "gs://catalog-bench/features", *PARAMS]
+        argv = ["--manifest", manifest, "--output", f"{output_root}/features", *PARAMS]
         start = time.perf_counter()
         featurize.run(argv + DRY_RUN)
     else:
         from pipelines import label
 
-        argv = ["--manifest", manifest, "--model-dir", _model_dir(work), "--output", "gs://catalog-bench/labels",
+        argv = ["--manifest", manifest, "--model-dir", _model_dir(work), "--output", f"{output_root}/labels",
                 "--run-date", "2026-12-01"]
         start = time.perf_counter()
         label.run(argv + DRY_RUN)
@@ -93,12 +93,20 @@ def measure_one(job: str, manifest: str, work: str) -> dict[str, float]:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}
 
 
-def measure(job: str, rows: int, *, work: str) -> dict[str, float]:
-    """``measure_one`` in a fresh subprocess, on a generated manifest of ``rows`` rows."""
-    manifest = write_manifest(os.path.join(work, f"manifest-{rows}.csv"), rows)
+def measure(job: str, rows: int, *, work: str, output_root: str = "gs://catalog-bench",
+            code: str = REPO) -> dict[str, float]:
+    """``measure_one`` in a fresh subprocess, on a generated manifest of ``rows`` rows.
+
+    ``code`` is the checkout whose ``pipelines`` the subprocess imports (an older commit's
+    worktree gives the "before" figures).
+    """
+    manifest = os.path.join(work, f"manifest-{rows}.csv")
+    if not os.path.exists(manifest):
+        write_manifest(manifest, rows)
     cmd = [sys.executable, os.path.abspath(__file__), "--one", job, "--manifest", manifest, "--work-dir", work,
-           "--json"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
+           "--output-root", output_root, "--json"]
+    env = {**os.environ, "PYTHONPATH": code}
+    proc = subprocess.run(cmd, cwd=code, capture_output=True, text=True, timeout=1800, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{job} launcher failed:\n{proc.stderr[-4000:]}")
     return {"rows": rows, **json.loads(proc.stdout.strip().splitlines()[-1])}
@@ -112,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", help="with --one: the manifest to launch on")
     parser.add_argument("--work-dir", help="folder for manifests and the model (default: a temporary one)")
     parser.add_argument("--json", action="store_true", help="print one JSON line per measurement")
+    parser.add_argument("--output-root", default="gs://catalog-bench",
+                        help="where the jobs would write (a dry run writes nothing there; the launchers of "
+                             "commits before run folders wrote plan files, so give them a local folder)")
+    parser.add_argument("--code", default=REPO,
+                        help="checkout whose pipelines are measured (default: this one), e.g. a worktree of an "
+                             "older commit for the 'before' figures")
     parser.add_argument("--results", default=os.path.join(REPO, "benchmarks", "launcher_results.md"),
                         help="append a results table here ('' for none)")
     args = parser.parse_args(argv)
@@ -120,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         import logging
 
         logging.disable(logging.WARNING)
-        print(json.dumps(measure_one(args.one, args.manifest, work)))
+        print(json.dumps(measure_one(args.one, args.manifest, work, output_root=args.output_root)))
         return 0
     lines = ["| job | manifest rows | job graph | launcher peak memory | launcher time |", "|---|---|---|---|---|"]
     for job in args.jobs.split(","):
         for rows in (int(r) for r in args.rows.split(",")):
-            m = measure(job, rows, work=work)
+            m = measure(job, rows, work=work, output_root=args.output_root, code=args.code)
             print(json.dumps({"job": job, **m}) if args.json else
                   f"{job:10s} {rows:>10,d} rows: graph {m['graph_bytes'] / 1024:8.1f} KB, "
                   f"peak {m['peak_rss_mb']:7.0f} MB, {m['seconds']:6.1f} s", flush=True)
@@ -133,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{m['seconds']:.1f} s |")
     if args.results:
         with open(args.results, "a") as f:
-            f.write(f"\n## {time.strftime('%Y-%m-%d %H:%M')} `benchmarks/launcher_bench.py --rows {args.rows}`\n\n")
+            code = "" if args.code == REPO else f" --code {args.code} --output-root {args.output_root}"
+            f.write(f"\n## {time.strftime('%Y-%m-%d %H:%M')} `benchmarks/launcher_bench.py --rows {args.rows}{code}`\n\n")
             f.write("\n".join(lines) + "\n")
     return 0
 
