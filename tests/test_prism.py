@@ -96,8 +96,9 @@ def prism():
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return scaleout.reference_world(tmp_path_factory.mktemp("prism"))
+def world(reference_world, tmp_path_factory):
+    """The shared reference world, with this tier's outputs in a folder of its own."""
+    return {**reference_world, "base": tmp_path_factory.mktemp("prism")}
 
 
 @pytest.mark.slow
