@@ -2,6 +2,7 @@
 # Local Apache Flink cluster for trying genreflow's Beam jobs on Flink.
 #
 #   scripts/flink.sh setup     install the Flink distribution (PyPI, own venv) and build Beam's job server (Maven)
+#   scripts/flink.sh jobserver only build (or take from the cache) the job server jar
 #   scripts/flink.sh up        start a JobManager + one TaskManager on 127.0.0.1 (idempotent)
 #   scripts/flink.sh down      stop them and wait until they are gone (idempotent)
 #   scripts/flink.sh status    print the cluster overview; exit 1 when it is not running
@@ -199,7 +200,7 @@ setup_jobserver() {
     printf '%s\n' "$pom" >"$build/pom.xml"
     log "building the job server: org.apache.beam:beam-runners-flink-${FLINK_MINOR}:${BEAM_JAVA_VERSION} shaded into one jar (Maven; minutes the first time)"
     if ! (cd "$build" && mvn -B -q package) >"$JS_DIR/build.log" 2>&1; then
-      tail -n 30 "$JS_DIR/build.log" >&2
+      sed 's/\x1b\[[0-9;]*m//g' "$JS_DIR/build.log" | grep -m3 '^\[ERROR\] .' >&2 || tail -n 30 "$JS_DIR/build.log" >&2
       die "could not build the Beam ${BEAM_JAVA_VERSION} Flink ${FLINK_MINOR} job server (Maven; log: $JS_DIR/build.log)"
     fi
     local built="$build/target/beam-flink-${FLINK_MINOR}-job-server-${BEAM_JAVA_VERSION}.jar"
@@ -367,11 +368,12 @@ cmd_env() {
 
 case "${1:-}" in
   setup) setup_flink; setup_jobserver ;;
+  jobserver) setup_jobserver ;;
   versions) cmd_versions ;;
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
   jar) [ -s "$JAR" ] || die "no job server yet: run 'scripts/flink.sh setup'"; echo "$JAR" ;;
   env) cmd_env ;;
-  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

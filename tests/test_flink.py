@@ -37,10 +37,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.flink]
 SCRIPT = os.path.join(scaleout.REPO, "scripts", "flink.sh")
 
 
-def _flink(*args: str, timeout: float) -> subprocess.CompletedProcess:
+def _flink(*args: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(["bash", SCRIPT, *args], cwd=scaleout.REPO, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired:
         pytest.fail(f"scripts/flink.sh {' '.join(args)} did not finish in {timeout:.0f} s")
 
@@ -123,6 +123,19 @@ def test_the_job_server_is_the_documented_beam_java_release_for_this_beam_python
     stated = f"Beam Java {java} job server driving the Beam Python {python} SDK"
     assert stated in readme, f"README does not state the versions in use: {stated!r}"
     assert f"Flink {versions['FLINK_VERSION']}" in readme
+
+
+def test_setup_fails_loudly_when_the_job_server_cannot_be_built(tmp_path):
+    """A Beam Java release Maven does not serve: setup stops with Maven's reason and leaves no jar."""
+    flink_dir = tmp_path / "flink"
+    proc = _flink("jobserver", timeout=300, env={"GENREFLOW_BEAM_JAVA_VERSION": "2.62.99",
+                                                 "GENREFLOW_FLINK_DIR": str(flink_dir),
+                                                 "GENREFLOW_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode != 0
+    assert "could not build the Beam 2.62.99 Flink 1.19 job server" in proc.stderr
+    # Maven's reason: "Could not find artifact ...", or that the miss is cached in ~/.m2 from an earlier run.
+    assert "Could not resolve dependencies" in proc.stderr and "beam-runners-flink-1.19:jar:2.62.99" in proc.stderr
+    assert not list(flink_dir.glob("jobserver/*.jar")) and not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("mode", ["loopback", "external-uber-jar"])
