@@ -11,12 +11,16 @@ hang (a worker that cannot import the package, a lost harness) fails the test in
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
-from typing import Any
+import time
+from typing import Any, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -71,6 +75,80 @@ def make_world(base: Any) -> dict[str, Any]:
     model = str(base / "model")
     make_model(model)
     return {"base": base, "audio": audio, "model": model}
+
+
+def reference_world(base: Any) -> dict[str, Any]:
+    """:func:`make_world` plus the reference outputs of both jobs on the in-process FnApiRunner.
+
+    Returns
+    -------
+    dict
+        ``base``, ``audio`` (glob), ``model`` (dir), ``features`` and ``labels`` (reference outputs).
+    """
+    from pipelines import featurize, label
+
+    w = make_world(base)
+    w["features"] = str(base / "ref-features")
+    featurize.run(featurize_argv(w["audio"], w["features"], num_shards=2) + IN_PROCESS)
+    w["labels"] = str(base / "ref-labels")
+    label.run(label_argv(w["audio"], w["model"], w["labels"]) + IN_PROCESS)
+    return w
+
+
+@contextlib.contextmanager
+def worker_pool(port: int, log_path: str, *, start_timeout: float = 60) -> Iterator[dict[str, Any]]:
+    """Beam's worker pool (``worker_pool_main --service_port=port``) run by this venv's python.
+
+    This is how a cluster node runs Python workers for ``--environment_type EXTERNAL``. The pool
+    starts each worker as ``python -c ...`` from PATH: the venv's bin folder comes first, or the
+    worker cannot import apache_beam and the pipeline hangs with no error. (Beam's pool listens on
+    every interface; the jobs reach it at ``127.0.0.1:port``.)
+
+    Yields
+    ------
+    dict
+        ``port`` and ``log`` (the path of the pool's log; see :func:`workers_started`).
+
+    Raises
+    ------
+    AssertionError
+        When the pool does not accept connections within ``start_timeout`` seconds.
+    """
+    log = open(log_path, "w+")
+    env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise AssertionError(f"worker pool did not start on port {port}:\n{log.read()[-4000:]}") from None
+                time.sleep(0.5)
+        yield {"port": port, "log": log_path}
+    finally:
+        # The pool and the workers it started share its process group (start_new_session above).
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+        log.close()
+
+
+def workers_started(pool: dict[str, Any]) -> int:
+    """How many SDK workers the pool of :func:`worker_pool` has started so far."""
+    with open(pool["log"]) as f:
+        return f.read().count("Starting worker")
 
 
 def featurize_argv(audio_glob: str, output: str, *, fmt: str = "parquet", num_shards: int = 0) -> list[str]:
