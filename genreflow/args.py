@@ -17,7 +17,17 @@ import difflib
 import sys
 from typing import Sequence
 
-__all__ = ["parse_args_strict", "unknown_option_message", "PassthroughParserMixin", "UNCHECKED_EPILOG"]
+__all__ = [
+    "parse_args_strict",
+    "unknown_option_message",
+    "report_error",
+    "PassthroughParserMixin",
+    "UNCHECKED_EPILOG",
+    "USAGE_ERROR",
+]
+
+#: Exit status of a command refused before any work (argparse's own status for usage errors).
+USAGE_ERROR = 2
 
 #: Added to the ``--help`` of a parser with a pass-through parser.
 UNCHECKED_EPILOG = (
@@ -116,3 +126,30 @@ def parse_args_strict(
     if unknown:
         parser.error(unknown_option_message(unknown[0], _option_strings(parser, passthrough)))
     return args, (rest + unchecked if passthrough is not None else [])
+
+
+def report_error(prog: str, error: BaseException | str, *, status: int = USAGE_ERROR) -> int:
+    """Print ``PROG: error: MESSAGE`` as one line on stderr, the format of ``parser.error``.
+
+    Every ``genreflow`` command reports a refusal this way, whether argparse or the command's own
+    checks find the problem.
+
+    Parameters
+    ----------
+    prog : str
+        The command, ``genreflow train``.
+    error : BaseException or str
+        What went wrong; a message of several lines is joined with ``"; "`` (nothing dropped).
+    status : int
+        Exit status to return: :data:`USAGE_ERROR` (2) for input the command refuses, 1 for a
+        failure while working.
+
+    Returns
+    -------
+    int
+        ``status``, for ``return report_error(...)`` in a ``main``.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = "; ".join(lines) or (type(error).__name__ if isinstance(error, BaseException) else "failed")
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return status

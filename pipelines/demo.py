@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from genreflow.args import report_error
 from pipelines import synth
 from pipelines.synth_styles import STYLE_NAMES
 
@@ -421,7 +422,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", default="demo-output", help="folder for everything the demo writes "
                                                            "(default demo-output)")
-    p.add_argument("--quick", action="store_true",
+    p.add_argument("--quick", action=argparse.BooleanOptionalAction, default=False,
                    help="a small run (about 2-3 minutes on 2 cores) instead of the full demo")
     p.add_argument("--styles", default=None, help="comma-separated styles (default: all)")
     p.add_argument("--clips-per-style", type=int, default=None,
@@ -472,9 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = run_demo(cfg)
     except DemoStepError as e:
-        print(f"\ngenreflow demo: {e}", file=sys.stderr)
-        print(f"genreflow demo: stopped; outputs so far are in {os.path.abspath(cfg.output)}", file=sys.stderr)
-        return 1
+        print(file=sys.stderr)
+        return report_error("genreflow demo", f"{e} (stopped; outputs so far are in {os.path.abspath(cfg.output)})",
+                            status=1)
     print(format_summary(summary))
     return 0
 

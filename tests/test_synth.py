@@ -271,11 +271,16 @@ def _softmax_regression(x: np.ndarray, y: np.ndarray, n_classes: int, *, steps: 
     return w
 
 
-def test_mean_mfcc_linear_classifier_is_above_chance_but_not_perfect():
+def test_mean_mfcc_classifiers_reach_the_measured_45_and_55_percent():
     """A linear classifier on mean MFCCs (the classic GTZAN baseline) must not solve the styles.
 
     12 clips of 3 s per style, 6 for training and 6 held out; mean of 20 librosa MFCCs per clip,
-    standardised on the training half.  Chance is 1/10.
+    standardised on the training half.  Chance is 1/10.  Measured (the figure the README quotes):
+    27 of 60 held-out clips (45%) right for softmax regression, 33 (55%) for the nearest class
+    centroid.  Everything is deterministic; the tolerance of 2 clips covers float differences across
+    FFT/BLAS builds moving a clip that sits on a decision boundary (the closest held-out clip has a
+    logit margin of 0.012 against a median of 1.7), and nothing more: a change to the generator that
+    makes the styles easier or harder to tell apart fails here, and the README must follow it.
     """
     import librosa
 
@@ -296,6 +301,7 @@ def test_mean_mfcc_linear_classifier_is_above_chance_but_not_perfect():
     centroids = np.stack([z[train & (y == k)].mean(axis=0) for k in range(len(STYLE_NAMES))])
     nearest = np.argmin(((z[~train, None, :] - centroids[None]) ** 2).sum(axis=-1), axis=1)
     centroid_acc = float(np.mean(nearest == y[~train]))
-    chance = 1.0 / len(STYLE_NAMES)
-    assert held_out > 3 * chance and centroid_acc > 3 * chance, (held_out, centroid_acc)
-    assert held_out < 1.0 and centroid_acc < 1.0, (held_out, centroid_acc)
+    n_held_out = int((~train).sum())
+    assert n_held_out == 60
+    assert held_out == pytest.approx(27 / n_held_out, abs=2 / n_held_out), held_out
+    assert centroid_acc == pytest.approx(33 / n_held_out, abs=2 / n_held_out), centroid_acc

@@ -9,13 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
-import trainutil  # noqa: E402
-from training import evaluate, export, train  # noqa: E402
-from training.model import ARCHITECTURES, DEFAULT_ARCHITECTURE, EMBEDDING_LAYER, build_model, make_normalizer  # noqa: E402
-from transforms.metadata import read_metadata, read_model_card  # noqa: E402
-from transforms.spec import ParameterMismatchError  # noqa: E402
+import trainutil
+from training import evaluate, export, train
+from training.model import ARCHITECTURES, DEFAULT_ARCHITECTURE, EMBEDDING_LAYER, build_model, make_normalizer
+from transforms.metadata import read_metadata, read_model_card
+from transforms.spec import ParameterMismatchError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--freq-mask", "3", "--time-mask", "3", "--batch-size", "16", "--warmup-epochs", "1", "--verbose", "0"]

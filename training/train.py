@@ -26,8 +26,9 @@ import sys
 import time
 from typing import Any, Sequence
 
-from genreflow.args import parse_args_strict
-from training.model import DEFAULT_ARCHITECTURE
+from genreflow.args import parse_args_strict, report_error
+from training.model import ARCHITECTURES, DEFAULT_ARCHITECTURE
+from transforms.spec import SPLITS
 
 __all__ = ["TrainConfig", "parse_args", "config_problems", "check_resume", "make_strategy", "train", "run", "main"]
 
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="featurize output directory (with metadata.json)")
     p.add_argument("--model-dir", required=True, help="output model dir (local path); a rerun resumes")
-    p.add_argument("--arch", default=d.arch, help="architecture: hybrid (the default: two small 2-D blocks, then 1-D blocks over time), temporal (1-D convolutions over time, mel bands as channels; ~3x faster), small (2-D CNN) or wide (bigger 2-D CNN); see the README")
+    p.add_argument("--arch", choices=tuple(ARCHITECTURES), default=d.arch, help="architecture: hybrid (the default: two small 2-D blocks, then 1-D blocks over time), temporal (1-D convolutions over time, mel bands as channels; ~3x faster), small (2-D CNN) or wide (bigger 2-D CNN); see the README")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (passes over train)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size, segments")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")
@@ -102,11 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
                    help="tf.distribute strategy (multi-worker reads TF_CONFIG)")
-    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute (GPUs)")
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=d.mixed_precision,
+                   help="mixed_float16 compute (GPUs)")
     p.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer, help="shuffle buffer, segments")
-    p.add_argument("--no-cache", dest="cache", action="store_false",
-                   help="do not keep decoded training segments in memory")
-    p.add_argument("--eval-split", default=d.eval_split,
+    p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=d.cache,
+                   help="keep decoded training segments in memory")
+    p.add_argument("--eval-split", choices=SPLITS, default=d.eval_split,
                    help="split for metrics.json (falls back to validation when absent)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=d.verbose,
                    help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
@@ -391,8 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = run(argv)
     except (FileNotFoundError, ValueError) as e:
-        print(f"genreflow train: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+        return report_error("genreflow train", e)
     m = summary["metrics"]
     if m:
         print(
