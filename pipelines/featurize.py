@@ -33,6 +33,7 @@ import apache_beam as beam
 import fsspec
 from apache_beam.options.pipeline_options import StandardOptions
 
+from genreflow.args import report_error
 from pipelines.options import (
     add_limit_args,
     add_spectrogram_args,
@@ -694,8 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TooManyFailuresError as e:
         if getattr(e, "result", None) is not None:
             print(format_summary(e.result))  # type: ignore[attr-defined]
-        print(f"genreflow featurize: error: {e}", file=sys.stderr)
-        return 1
+        return report_error("genreflow featurize", e, status=1)
     print(format_summary(result))
     return 0
 

@@ -11,7 +11,7 @@ import pytest
 
 from genreflow import __version__, cli
 from genreflow.args import USAGE_ERROR, report_error
-from pipelines import demo, synth
+from pipelines import demo, featurize, synth
 from training import evaluate, train
 from training.model import ARCHITECTURES
 from transforms.spec import SPLITS
@@ -77,7 +77,8 @@ def test_a_value_outside_the_choices_exits_2_naming_them(tmp_path, capsys, parse
 
 
 # booleans ----------------------------------------------------------------------------------------
-PARSERS = {"train": train._parser, "evaluate": evaluate._parser, "synth": synth._parser, "demo": demo._parser}
+PARSERS = {"train": train._parser, "evaluate": evaluate._parser, "synth": synth._parser, "demo": demo._parser,
+           "featurize": featurize.build_parser}
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
