@@ -88,6 +88,11 @@ __all__ = [
     "label_row",
     "split_labeled",
     "shard_tracks",
+    "feature_files",
+    "SkipLabeled",
+    "ReadFeatureTracks",
+    "WriteLabelRows",
+    "build_pipeline",
     "summarize",
     "LabelTracks",
     "LabelJob",
@@ -458,6 +463,45 @@ class ReadFeatureTracks(beam.PTransform):
 
 
 # The pipeline ------------------------------------------------------------------------------------
+class SkipLabeled(beam.PTransform):
+    """Tracks -> ``{"todo": tracks to label, "skipped": track ids}``: a join with earlier partitions.
+
+    The committed partitions dated before ``run_date`` are listed by one worker (from their
+    ``_run.json``), their part files spread over workers and read for ``track_id``, ``fingerprint``
+    and ``model_version`` only (:func:`transforms.label_store.labeled_keys`); the
+    ``(track_id, fingerprint)`` pairs of ``model_version`` are co-grouped with the tracks by track
+    id (:func:`split_labeled`).  No worker holds more than one track's history.
+
+    Parameters
+    ----------
+    output_dir : str
+        The label job's output dir.
+    run_date : str
+        ``YYYY-MM-DD``; partitions on or after it are not read, so a rerun sees what the first run saw.
+    model_version : str
+        Only rows this model labeled count.
+    """
+
+    def __init__(self, *, output_dir: str, run_date: str, model_version: str) -> None:
+        super().__init__()
+        self._output_dir, self._run_date, self._model_version = output_dir, run_date, model_version
+
+    def expand(self, tracks):
+        earlier = (
+            tracks.pipeline
+            | "Output" >> beam.Create([self._output_dir])
+            | "EarlierFiles" >> beam.FlatMap(_earlier_files, before=self._run_date)
+            | "SpreadEarlierFiles" >> beam.Reshuffle()
+            | "LabeledKeys" >> beam.FlatMap(label_store.labeled_keys, model_version=self._model_version)
+        )
+        checked = (
+            {"input": tracks | "ByTrackId" >> beam.Map(lambda t: (_track_id_of(t), t)), "labeled": earlier}
+            | "JoinEarlier" >> beam.CoGroupByKey()
+            | "Split" >> beam.FlatMap(_skip_or_label).with_outputs(SKIPPED, main="todo")
+        )
+        return {"todo": checked.todo, SKIPPED: checked[SKIPPED]}
+
+
 class LabelTracks(beam.PTransform):
     """Tracks to label -> ``rows`` (dicts), ``dead_letters``, ``skipped`` (track ids), ``segments`` (ints).
 
@@ -481,11 +525,7 @@ class LabelTracks(beam.PTransform):
     limits : ReadLimits
         Per-input size and duration bounds for the audio path.
 
-    The skip join: the committed partitions before ``run_date`` are listed by one worker (their
-    ``_run.json``), their part files spread over workers, each read for ``track_id``,
-    ``fingerprint`` and ``model_version`` only, and the ``(track_id, fingerprint)`` pairs of this
-    model version are co-grouped with the inputs by track id (:func:`split_labeled`).  No worker
-    holds more than one track's history.
+    With ``skip_labeled``, tracks go through :class:`SkipLabeled` first.
     """
 
     def __init__(self, *, model_dir: str, card: ModelCard, output_dir: str, run_date: str,
@@ -508,24 +548,11 @@ class LabelTracks(beam.PTransform):
         self._from_features = from_features
         self._limits = limits
 
-    def _skip_join(self, tracks):
-        earlier = (
-            tracks.pipeline
-            | "Output" >> beam.Create([self._output_dir])
-            | "EarlierFiles" >> beam.FlatMap(_earlier_files, before=self._run_date)
-            | "SpreadEarlierFiles" >> beam.Reshuffle()
-            | "LabeledKeys" >> beam.FlatMap(label_store.labeled_keys, model_version=self._card.model_version)
-        )
-        return (
-            {"input": tracks | "ByTrackId" >> beam.Map(lambda t: (_track_id_of(t), t)), "labeled": earlier}
-            | "JoinEarlier" >> beam.CoGroupByKey()
-            | "SkipLabeled" >> beam.FlatMap(_skip_or_label).with_outputs(SKIPPED, main="todo")
-        )
-
     def expand(self, tracks):
         if self._skip:
-            checked = self._skip_join(tracks)
-            todo, skipped = checked.todo, checked[SKIPPED]
+            checked = tracks | "SkipLabeled" >> SkipLabeled(
+                output_dir=self._output_dir, run_date=self._run_date, model_version=self._card.model_version)
+            todo, skipped = checked["todo"], checked[SKIPPED]
         else:
             todo, skipped = tracks, tracks.pipeline | "NoneSkipped" >> beam.Create([])
         if self._from_features:

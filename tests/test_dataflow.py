@@ -96,5 +96,5 @@ def test_label_translates_for_dataflow(world, captured_jobs, capsys):
     assert "dry run, nothing written" in capsys.readouterr().out
     assert not os.path.exists(out), "a dry run wrote output"
     assert len(captured_jobs) == 1
-    _check_job(captured_jobs[0], steps=["Match", "JoinEarlier", "SkipLabeled", "AudioToLogMel", "RunInference",
+    _check_job(captured_jobs[0], steps=["Match", "JoinEarlier", "Split", "AudioToLogMel", "RunInference",
                                         "JoinTrack", "Assemble", "WriteParts", "WriteLetters", "WriteSummary"])

@@ -180,7 +180,10 @@ def test_labels_equal_the_model_called_directly(world, tmp_path):
     files = _listed(tmp_path, "2026-11-01")
     assert ds.dataset(files, format="parquet").to_table().num_rows == len(good)
     duckdb = pytest.importorskip("duckdb")
-    got = duckdb.sql(f"SELECT count(*), count(DISTINCT track_id) FROM read_parquet({files!r})").fetchall()
+    con = duckdb.connect()  # the README's query: DuckDB follows _run.json itself
+    con.sql(f"SET VARIABLE files = (SELECT list('{part}/' || f) FROM "
+            f"(SELECT unnest(files.rows) AS f FROM read_json('{part}/_run.json')))")
+    got = con.sql("SELECT count(*), count(DISTINCT track_id) FROM read_parquet(getvariable('files'))").fetchall()
     assert got == [(len(good), len(good))]
 
 
@@ -278,22 +281,27 @@ class _FailingHandler(GenreModelHandler):
         raise RuntimeError("model exploded")
 
 
-def test_failed_runs_commit_nothing_and_exit_1(world, tmp_path, monkeypatch, capsys):
+class _Killed(BaseException):
+    """Stands in for the launcher process dying (not an Exception: nothing catches it)."""
+
+
+def test_failed_or_killed_runs_never_change_what_readers_see(world, tmp_path, monkeypatch, capsys):
     import transforms.inference as inference
 
     date = "2026-11-01"
-    first = _run(world, tmp_path, date, "--limit", "3")
-    ids = _ids(tmp_path, date)
-    assert len(ids) == first["counts"]["labeled"] > 0
+    part = tmp_path / f"run_date={date}"
+    first = _run(world, tmp_path, date, "--limit", "2")
+    first_ids = _ids(tmp_path, date)
+    assert len(first_ids) == first["counts"]["labeled"] > 0
 
     def unchanged() -> None:
         assert _commit(tmp_path, date) == first
-        assert _ids(tmp_path, date) == ids
-        assert sorted(p for p in os.listdir(tmp_path)) == [f"run_date={date}"]
+        assert _ids(tmp_path, date) == first_ids
+        assert sorted(os.listdir(tmp_path)) == [f"run_date={date}"]
 
     argv = ["--input", f"{world['audio']}/**/*", "--model-dir", world["model"], "--output", str(tmp_path),
             "--run-date", date, *IN_PROCESS]
-    # 1. the pipeline fails (a model file that does not load)
+    # 1. the pipeline fails (a model file that does not load): exit 1, nothing committed
     broken = tmp_path.parent / f"{tmp_path.name}-broken-model"
     broken.mkdir()
     (broken / "model.keras").write_bytes(b"not a keras file")
@@ -305,14 +313,15 @@ def test_failed_runs_commit_nothing_and_exit_1(world, tmp_path, monkeypatch, cap
     unchanged()
 
     # 2. every input fails (the model throws on every batch): above --max-error-fraction (default 0.1)
+    handler = inference.GenreModelHandler
     monkeypatch.setattr(inference, "GenreModelHandler", _FailingHandler)
     assert label.main(argv) == 1
+    monkeypatch.setattr(inference, "GenreModelHandler", handler)
     err = capsys.readouterr().err
     assert "10 of 10 inputs failed" in err and "--max-error-fraction 0.1" in err and "nothing committed" in err
     unchanged()
     # its dead letters are kept in its run folder (not committed) until the next run of the date
-    (failed,) = [p for p in (tmp_path / f"run_date={date}").glob("run_id=*") if (p / commit.SUMMARY_FILE).exists()
-                 and p.name != f"run_id={first['run_id']}"]
+    (failed,) = [p for p in part.glob("run_id=*") if p.name != f"run_id={first['run_id']}"]
     summary = json.loads((failed / commit.SUMMARY_FILE).read_text())
     good = _good_refs(world)
     assert summary["counts"]["dead_letters"] == summary["counts"]["inputs"] == len(good) + len(BAD)
@@ -322,15 +331,7 @@ def test_failed_runs_commit_nothing_and_exit_1(world, tmp_path, monkeypatch, cap
     assert sorted(d["track_id"] for d in infer) == sorted(r.track_id for r in good)
     assert all("model exploded" in d["message"] for d in infer)
 
-
-class _Killed(BaseException):
-    """Stands in for the launcher process dying (not an Exception: nothing catches it)."""
-
-
-def test_a_run_killed_at_the_commit_never_shows_half_a_partition(world, tmp_path, monkeypatch):
-    date = "2026-11-07"
-    first = _run(world, tmp_path, date, "--limit", "2")
-    first_ids = _ids(tmp_path, date)
+    # 3. killed right before the commit write: the previous partition, all of it, and nothing else
     real_commit = label_store.commit_partition
 
     def die_before(partition, record):
@@ -340,28 +341,27 @@ def test_a_run_killed_at_the_commit_never_shows_half_a_partition(world, tmp_path
         real_commit(partition, record)
         raise _Killed()
 
-    # killed right before the commit write: the previous partition, all of it, and nothing else
     monkeypatch.setattr(label_store, "commit_partition", die_before)
     with pytest.raises(_Killed):
         _run(world, tmp_path, date, "--limit", "5")
-    assert _commit(tmp_path, date)["run_id"] == first["run_id"] and _ids(tmp_path, date) == first_ids
-    assert len(list((tmp_path / f"run_date={date}").glob("run_id=*"))) == 2  # the dead run's files are ignored
+    unchanged()
+    assert len(list(part.glob("run_id=*"))) == 2  # the dead run's files are there, and ignored
 
-    # killed right after it (before any cleanup): the new run, all of it, and nothing of the old one
+    # 4. killed right after it (before any cleanup): the new run, all of it, and nothing of the old one
     monkeypatch.setattr(label_store, "commit_partition", die_after)
     with pytest.raises(_Killed):
         _run(world, tmp_path, date, "--limit", "5")
     second = _commit(tmp_path, date)
     second_ids = _ids(tmp_path, date)
     assert second["run_id"] != first["run_id"] and len(second_ids) == second["counts"]["labeled"] > len(first_ids)
-    assert (tmp_path / f"run_date={date}" / f"run_id={first['run_id']}").exists()
+    assert (part / f"run_id={first['run_id']}").exists()
     assert ds.dataset(_listed(tmp_path, date), format="parquet").to_table().num_rows == len(second_ids)
 
-    # the next run removes every folder but its own, and what older versions left (_staging)
+    # 5. the next run removes every run folder but its own, and what older versions left (_staging)
     monkeypatch.setattr(label_store, "commit_partition", real_commit)
     (tmp_path / "_staging" / f"run_date={date}" / "x").mkdir(parents=True)
     third = _run(world, tmp_path, date, "--limit", "2")
-    assert sorted(os.listdir(tmp_path / f"run_date={date}")) == ["_run.json", f"run_id={third['run_id']}"]
+    assert sorted(os.listdir(part)) == ["_run.json", f"run_id={third['run_id']}"]
     assert sorted(os.listdir(tmp_path)) == [f"run_date={date}"]
     assert _ids(tmp_path, date) == first_ids
 
