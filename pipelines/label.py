@@ -665,14 +665,52 @@ def summarize(
     }
 
 
-def _write_summary(_: Any, *, folder: str, **kwargs: Any) -> dict[str, Any]:
-    summary = summarize(**kwargs)
+class _Tally(beam.CombineFn):
+    """``(kind, value)`` events -> everything :func:`summarize` needs, in one combine.
+
+    Kinds: ``inputs``, ``skipped``, ``segments`` (added up), ``reason`` (dead letters counted per
+    reason), ``part`` and ``letter_file`` (the ``{"file", "count"}`` of each file written, listed).
+    """
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return {"inputs": 0, "skipped": 0, "segments": 0, "reasons": {}, "parts": [], "letter_files": []}
+
+    def add_input(self, acc: dict[str, Any], event: tuple[str, Any]) -> dict[str, Any]:
+        kind, value = event
+        if kind == "reason":
+            acc["reasons"][value] = acc["reasons"].get(value, 0) + 1
+        elif kind == "part":
+            acc["parts"].append(value)
+        elif kind == "letter_file":
+            acc["letter_files"].append(value)
+        else:
+            acc[kind] += int(value)
+        return acc
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        out = self.create_accumulator()
+        for acc in accumulators:
+            for key in ("inputs", "skipped", "segments"):
+                out[key] += acc[key]
+            for reason, n in acc["reasons"].items():
+                out["reasons"][reason] = out["reasons"].get(reason, 0) + n
+            out["parts"] += acc["parts"]
+            out["letter_files"] += acc["letter_files"]
+        return out
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        return acc
+
+
+def _write_summary(tally: dict[str, Any], *, folder: str) -> dict[str, Any]:
+    summary = summarize(inputs=tally["inputs"], skipped=tally["skipped"], segments=tally["segments"],
+                        parts=tally["parts"], letter_files=tally["letter_files"], reasons=tally["reasons"].items())
     write_json_atomic(join_uri(folder, SUMMARY_FILE), summary)
     return summary
 
 
-def _count(pcoll, label: str):
-    return beam.pvalue.AsSingleton(pcoll | label >> beam.combiners.Count.Globally())
+def _event(kind: str, value_fn=None):
+    return beam.Map(lambda x, k=kind, f=value_fn: (k, f(x) if f else 1))
 
 
 def build_pipeline(p: beam.Pipeline, job: "LabelJob", *, folder: str, labeled_at: datetime.datetime) -> None:
@@ -698,27 +736,20 @@ def build_pipeline(p: beam.Pipeline, job: "LabelJob", *, folder: str, labeled_at
                                                         num_shards=args.num_shards)
     letters = (read[DEAD_LETTERS], out[DEAD_LETTERS]) | "EveryDeadLetter" >> beam.Flatten()
     letter_files = letters | "WriteDeadLetters" >> WriteDeadLetters(join_uri(folder, label_store.ERRORS_DIR))
-    reasons = (
-        letters
-        | "Reason" >> beam.Map(lambda d: d.reason)
-        | "PerReason" >> beam.combiners.Count.PerElement()
-    )
-    input_count = (
-        (tracks | "OneTrack" >> beam.Map(lambda _: 1), read[DEAD_LETTERS] | "OneLetter" >> beam.Map(lambda _: 1))
-        | "Inputs" >> beam.Flatten()
+    events = (
+        tracks | "InputEvents" >> _event("inputs"),
+        read[DEAD_LETTERS] | "FailedInputEvents" >> _event("inputs"),
+        out[SKIPPED] | "SkippedEvents" >> _event("skipped"),
+        out["segments"] | "SegmentEvents" >> _event("segments", int),
+        letters | "ReasonEvents" >> _event("reason", lambda d: d.reason),
+        parts | "PartEvents" >> _event("part", dict),
+        letter_files | "LetterFileEvents" >> _event("letter_file", dict),
     )
     _ = (
-        p
-        | "SummaryTrigger" >> beam.Create([None])
-        | "WriteSummary" >> beam.Map(
-            _write_summary, folder=folder,
-            inputs=_count(input_count, "CountInputs"),
-            skipped=_count(out[SKIPPED], "CountSkipped"),
-            segments=beam.pvalue.AsSingleton(out["segments"] | "SumSegments" >> beam.CombineGlobally(sum)),
-            parts=beam.pvalue.AsList(parts),
-            letter_files=beam.pvalue.AsList(letter_files),
-            reasons=beam.pvalue.AsList(reasons),
-        )
+        events
+        | "AllEvents" >> beam.Flatten()
+        | "Tally" >> beam.CombineGlobally(_Tally()).without_defaults()
+        | "WriteSummary" >> beam.Map(_write_summary, folder=folder)
     )
 
 

@@ -187,25 +187,6 @@ def test_labels_equal_the_model_called_directly(world, tmp_path):
     assert got == [(len(good), len(good))]
 
 
-def test_json_lines_output_and_sample(world, tmp_path):
-    manifest = _run(world, tmp_path, "2026-11-01", "--format", "jsonl", "--sample", "0.5")
-    files = _listed(tmp_path, "2026-11-01")
-    assert [os.path.basename(f) for f in files] == ["part-00000-of-00001.jsonl"]
-    df = pd.concat([pd.read_json(f, lines=True) for f in files if os.path.getsize(f)])
-    # --sample keeps the tracks whose id hashes below the fraction, the same on every run
-    expected = sorted(r.track_id for r in _good_refs(world) if in_sample(r.track_id, 0.5))
-    assert 0 < len(expected) < len(_good_refs(world))
-    assert sorted(df["track_id"]) == expected == _ids(tmp_path, "2026-11-01")
-    assert manifest["counts"]["labeled"] == len(expected)
-    assert set(df.columns) >= {"track_id", "uri", "fingerprint", "model_version", "labeled_at", "genre",
-                               "probabilities"}
-    first = df.iloc[0]
-    assert first["probabilities"][first["genre"]] == pytest.approx(first["score"])
-    assert ds.dataset(files, format="json").to_table().num_rows == len(df)
-    duckdb = pytest.importorskip("duckdb")
-    assert duckdb.sql(f"SELECT count(*) FROM read_json_auto({files!r})").fetchall() == [(len(df),)]
-
-
 def test_nightly_skips_and_relabels(world, tmp_path_factory):
     audio = str(tmp_path_factory.mktemp("catalog"))
     os.rmdir(audio)
@@ -213,10 +194,22 @@ def test_nightly_skips_and_relabels(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     glob = f"{audio}/**/*"
     n_good = 6
-    first = _run(world, out, "2026-11-01", inputs=glob)["counts"]
+    first = _run(world, out, "2026-11-01", "--format", "jsonl", inputs=glob)["counts"]
     assert (first["labeled"], first["skipped"]) == (n_good, 0)
+    # JSON Lines output, read by pandas, pyarrow and DuckDB from the files _run.json lists
+    files = _listed(out, "2026-11-01")
+    assert [os.path.basename(f) for f in files] == ["part-00000-of-00001.jsonl"]
+    df = pd.concat([pd.read_json(f, lines=True) for f in files])
+    assert sorted(df["track_id"]) == _ids(out, "2026-11-01") and len(df) == n_good
+    assert set(df.columns) >= {"track_id", "uri", "fingerprint", "model_version", "labeled_at", "genre",
+                               "probabilities"}
+    row = df.iloc[0]
+    assert row["probabilities"][row["genre"]] == pytest.approx(row["score"])
+    assert ds.dataset(files, format="json").to_table().num_rows == n_good
+    duckdb = pytest.importorskip("duckdb")
+    assert duckdb.sql(f"SELECT count(*) FROM read_json_auto({files!r})").fetchall() == [(n_good,)]
 
-    # the skip is a join with the earlier partition, inside the pipeline
+    # the skip is a join with the earlier (JSON Lines) partition, inside the pipeline
     second = _run(world, out, "2026-11-02", inputs=glob)["counts"]
     assert (second["labeled"], second["skipped"], second["dead_letters"]) == (0, n_good, len(BAD))
     assert second["inputs"] == second["labeled"] + second["skipped"] + second["dead_letters"]
@@ -232,14 +225,18 @@ def test_nightly_skips_and_relabels(world, tmp_path_factory):
     assert sorted(r["track_id"] for r in rows) == ["whistle/whistle.00001.wav", "whistle/whistle.00009.wav"]
     assert next(r for r in rows if r["track_id"].endswith("00001.wav"))["n_segments"] == 4  # 2.0 s / 0.5 s
 
-    # --no-skip-labeled relabels everything; a second input pattern adds tracks and renames none
+    # --no-skip-labeled relabels everything (here with --sample: the tracks whose id hashes below 0.5);
+    # a second input pattern adds tracks and renames none
     extra = tmp_path_factory.mktemp("more")
     os.makedirs(extra / "late")
     sf.write(str(extra / "late" / "late.00000.wav"), _tone(180.0, 1.0, 5), SR)
-    forced = _run(world, out, "2026-11-04", "--no-skip-labeled", "--input", f"{extra}/**/*.wav", inputs=glob)
-    assert (forced["counts"]["labeled"], forced["counts"]["skipped"]) == (n_good + 2, 0)
-    assert _ids(out, "2026-11-04") == sorted(_ids(out, "2026-11-01") + ["late/late.00000.wav",
-                                                                          "whistle/whistle.00009.wav"])
+    forced = _run(world, out, "2026-11-04", "--no-skip-labeled", "--sample", "0.5", "--input", f"{extra}/**/*.wav",
+                  inputs=glob)
+    every = _ids(out, "2026-11-01") + ["late/late.00000.wav", "whistle/whistle.00009.wav"]
+    sampled = sorted(t for t in every if in_sample(t, 0.5))
+    assert 0 < len(sampled) < len(every)
+    assert _ids(out, "2026-11-04") == sampled
+    assert (forced["counts"]["labeled"], forced["counts"]["skipped"]) == (len(sampled), 0)
 
     # a new model version relabels everything
     model2 = str(tmp_path_factory.mktemp("model2"))
@@ -262,13 +259,19 @@ def test_same_date_rerun_supersedes_the_partition(world, tmp_path):
     second = _run(world, tmp_path, "2026-11-02", "--limit", "6")
     assert second["counts"]["skipped"] == labeled_first
     before = _comparable(label_store.read_labels(str(tmp_path), run_date="2026-11-02"))
+    # what a run killed mid-pipeline leaves (a run folder, never committed) and the old layout's _staging
+    dead = tmp_path / "run_date=2026-11-02" / "run_id=20261102T000000Z-deadbeef"
+    dead.mkdir()
+    (dead / "part-00000-of-00001.parquet").write_bytes(b"half a file")
+    (tmp_path / "_staging" / "run_date=2026-11-02" / "x").mkdir(parents=True)
+    assert _comparable(label_store.read_labels(str(tmp_path), run_date="2026-11-02")).equals(before)
     again = _run(world, tmp_path, "2026-11-02", "--limit", "6")
     after = _comparable(label_store.read_labels(str(tmp_path), run_date="2026-11-02"))
     pd.testing.assert_frame_equal(before, after)
     assert after["track_id"].is_unique and len(after) == again["counts"]["labeled"]
     # the rerun saw only partitions before its date, as the first run did
     assert again["counts"]["skipped"] == labeled_first
-    # the new run is committed and the superseded run's folder is gone
+    # the new run is committed; the superseded run's folder and the leftovers are gone
     assert again["run_id"] != second["run_id"]
     assert sorted(os.listdir(_partition(tmp_path, "2026-11-02"))) == ["_run.json", f"run_id={again['run_id']}"]
     assert sorted(os.listdir(tmp_path)) == ["run_date=2026-11-01", "run_date=2026-11-02"]
@@ -331,39 +334,22 @@ def test_failed_or_killed_runs_never_change_what_readers_see(world, tmp_path, mo
     assert sorted(d["track_id"] for d in infer) == sorted(r.track_id for r in good)
     assert all("model exploded" in d["message"] for d in infer)
 
-    # 3. killed right before the commit write: the previous partition, all of it, and nothing else
+    # 3. killed right after the commit write, before any cleanup: the new run, all of it, and nothing
+    #    of the old one (killed before the write is case 2: an exception between pipeline and commit)
     real_commit = label_store.commit_partition
-
-    def die_before(partition, record):
-        raise _Killed()
 
     def die_after(partition, record):
         real_commit(partition, record)
         raise _Killed()
 
-    monkeypatch.setattr(label_store, "commit_partition", die_before)
-    with pytest.raises(_Killed):
-        _run(world, tmp_path, date, "--limit", "5")
-    unchanged()
-    assert len(list(part.glob("run_id=*"))) == 2  # the dead run's files are there, and ignored
-
-    # 4. killed right after it (before any cleanup): the new run, all of it, and nothing of the old one
     monkeypatch.setattr(label_store, "commit_partition", die_after)
     with pytest.raises(_Killed):
         _run(world, tmp_path, date, "--limit", "5")
     second = _commit(tmp_path, date)
     second_ids = _ids(tmp_path, date)
     assert second["run_id"] != first["run_id"] and len(second_ids) == second["counts"]["labeled"] > len(first_ids)
-    assert (part / f"run_id={first['run_id']}").exists()
+    assert (part / f"run_id={first['run_id']}").exists() and len(list(part.glob("run_id=*"))) == 2
     assert ds.dataset(_listed(tmp_path, date), format="parquet").to_table().num_rows == len(second_ids)
-
-    # 5. the next run removes every run folder but its own, and what older versions left (_staging)
-    monkeypatch.setattr(label_store, "commit_partition", real_commit)
-    (tmp_path / "_staging" / f"run_date={date}" / "x").mkdir(parents=True)
-    third = _run(world, tmp_path, date, "--limit", "2")
-    assert sorted(os.listdir(part)) == ["_run.json", f"run_id={third['run_id']}"]
-    assert sorted(os.listdir(tmp_path)) == [f"run_date={date}"]
-    assert _ids(tmp_path, date) == first_ids
 
 
 def test_bad_options_fail_before_any_work(world, tmp_path, capsys):
@@ -398,26 +384,32 @@ def _write_features(feats: str, refs, *, fmt: str) -> None:
                                           shards={"test": [name]}, counts={}, inputs={}, failures={}))
 
 
+@pytest.fixture(scope="module")
+def from_audio(world, tmp_path_factory):
+    """The good tracks labeled from audio, read from a manifest (the reference for --features)."""
+    base = tmp_path_factory.mktemp("from-audio")
+    manifest = base / "tracks.csv"
+    manifest.write_text("uri,track_id\n" + "".join(f"{r.uri},{r.track_id}\n" for r in _good_refs(world)))
+    record = label.run(["--manifest", str(manifest), "--model-dir", world["model"], "--output", str(base / "out"),
+                        "--run-date", "2026-11-01", *IN_PROCESS])
+    assert record["counts"]["labeled"] == record["counts"]["inputs"] == len(_good_refs(world))
+    return {r["track_id"]: r for r in label_store.read_labels(str(base / "out")).to_pylist()}
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "tfrecord"])
-def test_features_dir_gives_the_same_labels_as_audio(world, tmp_path, fmt):
+def test_features_dir_gives_the_same_labels_as_audio(world, from_audio, tmp_path, fmt):
     feats = str(tmp_path / "features")
     good = _good_refs(world)
     _write_features(feats, good, fmt=fmt)
     argv = ["--features", feats, "--model-dir", world["model"], "--output", str(tmp_path / "a"), *IN_PROCESS]
     from_features = label.run(argv + ["--run-date", "2026-11-01"])
     assert from_features["counts"]["labeled"] == len(good) == from_features["counts"]["inputs"]
-    manifest = tmp_path / "tracks.csv"  # the audio side reads a manifest
-    manifest.write_text("uri,track_id\n" + "".join(f"{r.uri},{r.track_id}\n" for r in good))
-    from_audio = label.run(["--manifest", str(manifest), "--model-dir", world["model"], "--output",
-                            str(tmp_path / "b"), "--run-date", "2026-11-01", *IN_PROCESS])
-    assert from_audio["counts"]["labeled"] == len(good)
     a = {r["track_id"]: r for r in label_store.read_labels(str(tmp_path / "a")).to_pylist()}
-    b = {r["track_id"]: r for r in label_store.read_labels(str(tmp_path / "b")).to_pylist()}
-    assert a.keys() == b.keys()
-    for k in a:
-        assert dict(a[k]["probabilities"]) == pytest.approx(dict(b[k]["probabilities"]), abs=1e-6)
-        assert a[k]["n_segments"] == b[k]["n_segments"]
-        assert a[k]["fingerprint"] == label.CONTENT_FINGERPRINT + a[k]["content_hash"]
+    assert a.keys() == from_audio.keys()
+    for k, row in a.items():
+        assert dict(row["probabilities"]) == pytest.approx(dict(from_audio[k]["probabilities"]), abs=1e-6)
+        assert row["n_segments"] == from_audio[k]["n_segments"]
+        assert row["fingerprint"] == label.CONTENT_FINGERPRINT + row["content_hash"]
     if fmt == "parquet":  # the same features the next night: skipped by their content hash
         again = label.run(argv + ["--run-date", "2026-11-02"])["counts"]
         assert (again["labeled"], again["skipped"]) == (0, len(good))
