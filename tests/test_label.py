@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -238,43 +239,54 @@ def test_nightly_skips_and_relabels(world, tmp_path_factory):
     assert _ids(out, "2026-11-04") == sampled
     assert (forced["counts"]["labeled"], forced["counts"]["skipped"]) == (len(sampled), 0)
 
-    # a new model version relabels everything
-    model2 = str(tmp_path_factory.mktemp("model2"))
-    card2 = _train_model(model2, audio_root=world["audio"], seed=1)
-    assert card2.model_version != world["card"].model_version
-    argv = ["--input", glob, "--model-dir", model2, "--output", str(out), "--run-date", "2026-11-05",
-            "--max-error-fraction", "0.5", *IN_PROCESS]
-    new_model = label.run(argv)["counts"]
-    assert (new_model["labeled"], new_model["skipped"]) == (n_good + 1, 0)
-    versions = {r["model_version"] for r in label_store.read_labels(str(out), run_date="2026-11-05").to_pylist()}
-    assert versions == {card2.model_version}
-
-
-def test_same_date_rerun_supersedes_the_partition(world, tmp_path):
-    refs = _refs(f"{world['audio']}/**/*")
-    # --limit keeps the N smallest track ids (after de-duplication), whatever the listing order
-    labeled_first = sum(os.path.basename(r.uri) not in BAD for r in refs[:4])
-    assert _run(world, tmp_path, "2026-11-01", "--limit", "4")["counts"]["labeled"] == labeled_first
-    assert _ids(tmp_path, "2026-11-01") == sorted(r.track_id for r in refs[:4] if os.path.basename(r.uri) not in BAD)
-    second = _run(world, tmp_path, "2026-11-02", "--limit", "6")
-    assert second["counts"]["skipped"] == labeled_first
-    before = _comparable(label_store.read_labels(str(tmp_path), run_date="2026-11-02"))
+    # rerunning 2026-11-03 supersedes it with the same rows: it reads only partitions before its date
+    # (2026-11-04 labeled whistle.00009 too, and must not make the rerun skip it)
+    assert "whistle/whistle.00009.wav" in sampled
+    before = _comparable(label_store.read_labels(str(out), run_date="2026-11-03"))
     # what a run killed mid-pipeline leaves (a run folder, never committed) and the old layout's _staging
-    dead = tmp_path / "run_date=2026-11-02" / "run_id=20261102T000000Z-deadbeef"
+    dead = Path(_partition(out, "2026-11-03")) / "run_id=20261103T000000Z-deadbeef"
     dead.mkdir()
     (dead / "part-00000-of-00001.parquet").write_bytes(b"half a file")
-    (tmp_path / "_staging" / "run_date=2026-11-02" / "x").mkdir(parents=True)
-    assert _comparable(label_store.read_labels(str(tmp_path), run_date="2026-11-02")).equals(before)
-    again = _run(world, tmp_path, "2026-11-02", "--limit", "6")
-    after = _comparable(label_store.read_labels(str(tmp_path), run_date="2026-11-02"))
-    pd.testing.assert_frame_equal(before, after)
-    assert after["track_id"].is_unique and len(after) == again["counts"]["labeled"]
-    # the rerun saw only partitions before its date, as the first run did
-    assert again["counts"]["skipped"] == labeled_first
+    (out / "_staging" / "run_date=2026-11-03" / "x").mkdir(parents=True)
+    assert _comparable(label_store.read_labels(str(out), run_date="2026-11-03")).equals(before)
+    again = _run(world, out, "2026-11-03", inputs=glob)
+    pd.testing.assert_frame_equal(_comparable(label_store.read_labels(str(out), run_date="2026-11-03")), before)
+    assert again["counts"] == third["counts"] and again["run_id"] != third["run_id"]
     # the new run is committed; the superseded run's folder and the leftovers are gone
-    assert again["run_id"] != second["run_id"]
-    assert sorted(os.listdir(_partition(tmp_path, "2026-11-02"))) == ["_run.json", f"run_id={again['run_id']}"]
-    assert sorted(os.listdir(tmp_path)) == ["run_date=2026-11-01", "run_date=2026-11-02"]
+    assert sorted(os.listdir(_partition(out, "2026-11-03"))) == ["_run.json", f"run_id={again['run_id']}"]
+    assert sorted(os.listdir(out)) == [f"run_date=2026-11-0{d}" for d in range(1, 5)]
+
+
+def test_skip_join_matches_track_fingerprint_and_model_version(tmp_path):
+    """SkipLabeled alone (no model): what counts as labeled earlier, from committed partitions only."""
+    from apache_beam.testing.util import assert_that, equal_to
+
+    out = str(tmp_path)
+
+    def partition(date, rows, *, committed=True):
+        part = label_store.partition_dir(out, date)
+        name = f"run_id={date.replace('-', '')}T000000Z-00000000/part-00000-of-00001.parquet"
+        os.makedirs(os.path.dirname(os.path.join(part, name)))
+        label_store.write_part(os.path.join(part, name), [
+            {"track_id": t, "fingerprint": fp, "model_version": v, "uri": t, "labeled_at": None,
+             "probabilities": {}, "top_k": []} for t, fp, v in rows], fmt="parquet")
+        if committed:
+            label_store.commit_partition(part, {"run_id": name.split("/")[0][7:], "files": {"rows": [name]}})
+
+    partition("2026-11-01", [("a", "f1", "v1"), ("b", "f1", "v1"), ("c", "f1", "v0")])
+    partition("2026-11-02", [("g", "f1", "v1")], committed=False)  # a run that never committed
+    partition("2026-11-03", [("d", "f1", "v1")])  # on the run date: a rerun must not see it
+    refs = [TrackRef(uri=t, track_id=t, listing=fp) for t, fp in
+            [("a", "f1"), ("b", "f2"), ("c", "f1"), ("d", "f1"), ("g", "f1"), ("h", "")]]
+    import apache_beam as beam
+
+    with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(IN_PROCESS)) as p:
+        checked = p | beam.Create(refs) | label.SkipLabeled(output_dir=out, run_date="2026-11-03", model_version="v1")
+        # a: same file, same model; b: changed file; c: other model; d: dated on the run date;
+        # g: never committed; h: unknown fingerprint (never skipped)
+        assert_that(checked[label.SKIPPED], equal_to(["a"]), label="Skipped")
+        assert_that(checked["todo"] | beam.Map(lambda r: r.track_id), equal_to(["b", "c", "d", "g", "h"]),
+                    label="ToLabel")
 
 
 class _FailingHandler(GenreModelHandler):
@@ -293,9 +305,15 @@ def test_failed_or_killed_runs_never_change_what_readers_see(world, tmp_path, mo
 
     date = "2026-11-01"
     part = tmp_path / f"run_date={date}"
-    first = _run(world, tmp_path, date, "--limit", "2")
+    # the first run reads a manifest (ids as written in it; a bad file is a dead letter there too)
+    manifest = tmp_path.parent / f"{tmp_path.name}-tracks.csv"
+    chosen = [r for r in _refs(f"{world['audio']}/**/*")][:3]
+    manifest.write_text("uri,track_id\n" + "".join(f"{r.uri},id-{r.track_id}\n" for r in chosen))
+    first = label.run(["--manifest", str(manifest), "--model-dir", world["model"], "--output", str(tmp_path),
+                       "--run-date", date, "--max-error-fraction", "0.5", *IN_PROCESS])
     first_ids = _ids(tmp_path, date)
-    assert len(first_ids) == first["counts"]["labeled"] > 0
+    assert first_ids == sorted(f"id-{r.track_id}" for r in chosen if os.path.basename(r.uri) not in BAD)
+    assert first["counts"]["inputs"] == 3 and len(first_ids) == first["counts"]["labeled"] == 2
 
     def unchanged() -> None:
         assert _commit(tmp_path, date) == first
@@ -347,7 +365,7 @@ def test_failed_or_killed_runs_never_change_what_readers_see(world, tmp_path, mo
         _run(world, tmp_path, date, "--limit", "5")
     second = _commit(tmp_path, date)
     second_ids = _ids(tmp_path, date)
-    assert second["run_id"] != first["run_id"] and len(second_ids) == second["counts"]["labeled"] > len(first_ids)
+    assert second["run_id"] != first["run_id"] and len(second_ids) == second["counts"]["labeled"] == 3
     assert (part / f"run_id={first['run_id']}").exists() and len(list(part.glob("run_id=*"))) == 2
     assert ds.dataset(_listed(tmp_path, date), format="parquet").to_table().num_rows == len(second_ids)
 
@@ -384,31 +402,25 @@ def _write_features(feats: str, refs, *, fmt: str) -> None:
                                           shards={"test": [name]}, counts={}, inputs={}, failures={}))
 
 
-@pytest.fixture(scope="module")
-def from_audio(world, tmp_path_factory):
-    """The good tracks labeled from audio, read from a manifest (the reference for --features)."""
-    base = tmp_path_factory.mktemp("from-audio")
-    manifest = base / "tracks.csv"
-    manifest.write_text("uri,track_id\n" + "".join(f"{r.uri},{r.track_id}\n" for r in _good_refs(world)))
-    record = label.run(["--manifest", str(manifest), "--model-dir", world["model"], "--output", str(base / "out"),
-                        "--run-date", "2026-11-01", *IN_PROCESS])
-    assert record["counts"]["labeled"] == record["counts"]["inputs"] == len(_good_refs(world))
-    return {r["track_id"]: r for r in label_store.read_labels(str(base / "out")).to_pylist()}
-
-
 @pytest.mark.parametrize("fmt", ["parquet", "tfrecord"])
-def test_features_dir_gives_the_same_labels_as_audio(world, from_audio, tmp_path, fmt):
+def test_features_dir_gives_the_labels_of_the_model_on_those_features(world, tmp_path, fmt):
+    import keras
+
     feats = str(tmp_path / "features")
     good = _good_refs(world)
     _write_features(feats, good, fmt=fmt)
     argv = ["--features", feats, "--model-dir", world["model"], "--output", str(tmp_path / "a"), *IN_PROCESS]
     from_features = label.run(argv + ["--run-date", "2026-11-01"])
     assert from_features["counts"]["labeled"] == len(good) == from_features["counts"]["inputs"]
-    a = {r["track_id"]: r for r in label_store.read_labels(str(tmp_path / "a")).to_pylist()}
-    assert a.keys() == from_audio.keys()
-    for k, row in a.items():
-        assert dict(row["probabilities"]) == pytest.approx(dict(from_audio[k]["probabilities"]), abs=1e-6)
-        assert row["n_segments"] == from_audio[k]["n_segments"]
+    rows = {r["track_id"]: r for r in label_store.read_labels(str(tmp_path / "a")).to_pylist()}
+    assert sorted(rows) == sorted(r.track_id for r in good)
+    model = keras.models.load_model(os.path.join(world["model"], "model.keras"))
+    for ref in good:
+        mels = featurize_track(ref, params=PARAMS).mels
+        p = np.asarray(model(mels, training=False), np.float64).mean(axis=0)
+        row = rows[ref.track_id]
+        assert dict(row["probabilities"]) == pytest.approx(dict(zip(world["card"].labels, p)), abs=1e-5)
+        assert row["n_segments"] == len(mels) and row["uri"] == ref.uri
         assert row["fingerprint"] == label.CONTENT_FINGERPRINT + row["content_hash"]
     if fmt == "parquet":  # the same features the next night: skipped by their content hash
         again = label.run(argv + ["--run-date", "2026-11-02"])["counts"]
