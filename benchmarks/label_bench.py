@@ -16,7 +16,9 @@ segments: 10 segments per clip), and times, on one core (TensorFlow limited to o
 2. the same loop with the model called on batches of ``--batch`` segments across tracks (what
    RunInference does);
 3. ``genreflow label`` itself on Beam's in-process FnApiRunner with one worker; its model time
-   comes from RunInference's ``inference_batch_latency_micro_secs`` metric.
+   comes from RunInference's ``inference_batch_latency_micro_secs`` metric;
+4. the skip-labeled join (:func:`history_bench`): reading an earlier partition of
+   ``--history-rows`` rows, and the join with ``--join-inputs`` tracks on one worker.
 
 It prints a Markdown table; paste it into benchmarks/label_results.md with the command.
 """
@@ -79,8 +81,8 @@ def make_model_dir(model_dir: str, *, arch: str):
     return card, model.count_params()
 
 
-def plain_loop(paths: list[str], *, model_dir: str, out: str, batch: int | None) -> dict[str, float]:
-    """Label ``paths`` without Beam; returns seconds per stage."""
+def plain_loop(pattern: str, *, model_dir: str, out: str, batch: int | None) -> dict[str, float]:
+    """Label the files ``pattern`` matches without Beam; returns seconds per stage."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -88,7 +90,7 @@ def plain_loop(paths: list[str], *, model_dir: str, out: str, batch: int | None)
     from transforms import label_store
     from transforms.beam_audio import featurize_track
     from transforms.inference import PROBABILITIES, load_model_card, load_segment_model, model_file_path
-    from transforms.sources import file_fingerprint, refs_from_uris
+    from transforms.sources import TrackRef, refs_from_pattern
     from transforms.spectrogram import mel_filter
 
     card = load_model_card(model_dir)
@@ -111,13 +113,13 @@ def plain_loop(paths: list[str], *, model_dir: str, out: str, batch: int | None)
             n = len(f.mels)
             preds = [(j, {PROBABILITIES: probs[i + j]}) for j in range(n)]
             i += n
-            rows.append(label_row(track_id=f.ref.track_id, uri=f.ref.uri, fingerprint=file_fingerprint(f.ref.uri),
+            rows.append(label_row(track_id=f.ref.track_id, uri=f.ref.uri, fingerprint=f.ref.listing,
                                   content_hash=f.fingerprint, duration_seconds=f.duration_seconds,
                                   predictions=preds, card=card, labeled_at=at, top_k=3))
         times["aggregate+write"] += time.perf_counter() - t
 
     pending, n_pending = [], 0
-    for ref in refs_from_uris(paths):
+    for ref in (r for r in refs_from_pattern(pattern) if isinstance(r, TrackRef)):
         t = time.perf_counter()
         f = featurize_track(ref, params=card.spectrogram, mel=mel)
         times["decode+spectrogram"] += time.perf_counter() - t
@@ -152,35 +154,61 @@ def beam_job(paths_glob: str, *, model_dir: str, out: str, batch: int, limit: in
     return manifest
 
 
-def index_bench(workdir: str, *, rows: int) -> dict[str, float]:
-    """Time :meth:`LabeledIndex.load` over one earlier partition of ``rows`` label rows.
+def _expect(count: int, *, expected: int, what: str) -> None:
+    if count != expected:
+        raise AssertionError(f"{what}: {count} tracks, expected {expected}")
 
-    Only the three index columns matter to the load, so the partition holds realistic ids and
-    fingerprints and constant values elsewhere.
+
+def history_bench(workdir: str, *, rows: int, inputs: int) -> dict[str, float]:
+    """Time the skip join's reading of history and the join itself.
+
+    One earlier committed partition of ``rows`` label rows (realistic ids and fingerprints, constant
+    values elsewhere: only three columns are read) and
+
+    1. :func:`transforms.label_store.labeled_keys` over its part file: what one worker does per
+       earlier part file (read three columns, keep this model version, emit the pairs);
+    2. :class:`pipelines.label.SkipLabeled` on Beam's FnApiRunner (one worker) with ``inputs``
+       tracks, all of them in the history with the same fingerprint (all skipped): the whole join,
+       history shuffled by track id.
     """
+    import apache_beam as beam
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from pipelines.label import SKIPPED, SkipLabeled
     from transforms import label_store
+    from transforms.sources import TrackRef
 
-    out = os.path.join(workdir, "index")
-    part = os.path.join(out, "run_date=2026-01-01")
-    os.makedirs(part)
+    out = os.path.join(workdir, "history")
+    partition = label_store.partition_dir(out, "2026-01-01")
+    name = "run_id=20260101T000000Z-00000000/part-00000-of-00001.parquet"
+    os.makedirs(os.path.dirname(os.path.join(partition, name)))
     ids = [f"{GENRES[i % 10]}/track-{i:09d}.mp3" for i in range(rows)]
     fps = [f"size:{3_000_000 + i}:mtime:{1_700_000_000 + i}.0" for i in range(rows)]
     table = pa.table({"track_id": ids, "uri": ["gs://catalog/" + t for t in ids], "fingerprint": fps,
                       "model_version": ["0123456789abcdef"] * rows})
-    pq.write_table(table, os.path.join(part, "part-00000-of-00001.parquet"), compression="zstd")
-    size = os.path.getsize(os.path.join(part, "part-00000-of-00001.parquet"))
+    pq.write_table(table, os.path.join(partition, name), compression="zstd")
+    label_store.commit_partition(partition, {"run_id": "20260101T000000Z-00000000", "files": {"rows": [name]}})
+    size = os.path.getsize(os.path.join(partition, name))
+
     t = time.perf_counter()
-    index = label_store.LabeledIndex.load(out, model_version="0123456789abcdef", before="2026-01-02")
-    load = time.perf_counter() - t
+    n = sum(1 for _ in label_store.labeled_keys(os.path.join(partition, name), model_version="0123456789abcdef"))
+    read = time.perf_counter() - t
+    assert n == rows
+
+    refs = [TrackRef(uri="gs://catalog/" + ids[i], track_id=ids[i], listing=fps[i]) for i in range(inputs)]
+    options = beam.options.pipeline_options.PipelineOptions(
+        ["--runner", "FnApiRunner", "--direct_running_mode", "in_memory", "--direct_num_workers", "1"])
     t = time.perf_counter()
-    hits = sum(index.contains(ids[i], fps[i]) for i in range(0, rows, max(1, rows // 10000)))
-    lookup = (time.perf_counter() - t) / max(1, len(range(0, rows, max(1, rows // 10000))))
-    assert hits == len(range(0, rows, max(1, rows // 10000)))
-    return {"rows": rows, "parquet_mb": size / 1e6, "load_s": load, "index_mb": index.hashes.nbytes / 1e6,
-            "lookup_us": lookup * 1e6}
+    with beam.Pipeline(options=options) as p:
+        checked = p | beam.Create(refs) | SkipLabeled(output_dir=out, run_date="2026-01-02",
+                                                      model_version="0123456789abcdef")
+        _ = (checked[SKIPPED] | "CountSkipped" >> beam.combiners.Count.Globally()
+             | "CheckSkipped" >> beam.Map(_expect, expected=inputs, what="skipped"))
+        _ = (checked["todo"] | "CountTodo" >> beam.combiners.Count.Globally()
+             | "CheckTodo" >> beam.Map(_expect, expected=0, what="to label"))
+    join = time.perf_counter() - t
+    return {"rows": rows, "inputs": inputs, "parquet_mb": size / 1e6, "read_s": read, "join_s": join}
 
 
 def main(argv=None) -> int:
@@ -189,19 +217,21 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="clip length in seconds (default 30)")
     p.add_argument("--arch", default="small", help="trainer architecture (default small)")
     p.add_argument("--batch", type=int, default=256, help="segments per model call for batched runs (default 256)")
-    p.add_argument("--index-rows", type=int, default=1_000_000,
-                   help="rows of the earlier partition for the skip-index timing (default 1,000,000; 0 skips it)")
+    p.add_argument("--history-rows", type=int, default=1_000_000,
+                   help="rows of the earlier partition for the skip-join timing (default 1,000,000; 0 skips it)")
+    p.add_argument("--join-inputs", type=int, default=10_000,
+                   help="tracks joined against that history in the skip-join timing (default 10,000)")
     p.add_argument("--workdir", default="/tmp/genreflow-label-bench", help="scratch folder (deleted first)")
     args = p.parse_args(argv)
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     audio = os.path.join(args.workdir, "audio")
-    paths = make_audio(audio, tracks=args.tracks, seconds=args.seconds)
+    make_audio(audio, tracks=args.tracks, seconds=args.seconds)
     model_dir = os.path.join(args.workdir, "model")
     card, n_params = make_model_dir(model_dir, arch=args.arch)
 
-    per_track = plain_loop(paths, model_dir=model_dir, out=os.path.join(args.workdir, "loop1"), batch=None)
-    batched = plain_loop(paths, model_dir=model_dir, out=os.path.join(args.workdir, "loop2"), batch=args.batch)
+    per_track = plain_loop(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(args.workdir, "loop1"), batch=None)
+    batched = plain_loop(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(args.workdir, "loop2"), batch=args.batch)
     one = beam_job(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(args.workdir, "beam1"), batch=args.batch,
                    limit=1)
     job = beam_job(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(args.workdir, "beam"), batch=args.batch)
@@ -229,10 +259,11 @@ def main(argv=None) -> int:
           f"{marginal:.3f} per track | {1 / marginal:.2f} | |")
     print("\n_run.json timings:", json.dumps(job["timings"]))
     print("1-track run timings:", json.dumps(one["timings"]))
-    if args.index_rows:
-        ix = index_bench(args.workdir, rows=args.index_rows)
-        print(f"\nskip index: {ix['rows']:,} earlier rows ({ix['parquet_mb']:.1f} MB Parquet) load in "
-              f"{ix['load_s']:.2f} s into {ix['index_mb']:.1f} MB; lookup {ix['lookup_us']:.1f} us")
+    if args.history_rows:
+        h = history_bench(args.workdir, rows=args.history_rows, inputs=args.join_inputs)
+        print(f"\nskip join: {h['rows']:,} earlier rows ({h['parquet_mb']:.1f} MB Parquet): labeled_keys reads them in "
+              f"{h['read_s']:.2f} s ({h['rows'] / h['read_s']:,.0f} rows/s); SkipLabeled with {h['inputs']:,} inputs "
+              f"(all skipped) on one worker: {h['join_s']:.2f} s")
     return 0
 
 

@@ -322,8 +322,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     def do_label():
         extensions = sorted({f.uri.rsplit(".", 1)[-1] for f in (*catalog.tracks, *catalog.corrupt)})
         pattern = os.path.join(paths["catalog"], "**." + _brace(extensions))
+        # the catalog's broken files are there on purpose (3 of 19 files in the CI run): they must
+        # become dead letters, not fail the run at the default --max-error-fraction of 0.1
         manifest = label.run(["--input", pattern, "--model-dir", paths["model"], "--output", paths["labels"],
-                              "--run-date", run_date, "--format", "parquet", "--no-skip-labeled"])
+                              "--run-date", run_date, "--format", "parquet", "--no-skip-labeled",
+                              "--max-error-fraction", "0.5"])
         table = label_store.read_labels(paths["labels"], run_date=run_date)
         _check("label", table.num_rows > 0, f"no label rows in {paths['labels']}")
         return manifest, table.select(["track_id", "uri", "genre", "score"]).to_pylist()

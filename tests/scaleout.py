@@ -160,7 +160,7 @@ def featurize_argv(audio_glob: str, output: str, *, fmt: str = "parquet", num_sh
 def label_argv(audio_glob: str, model_dir: str, output: str, *, run_date: str = "2026-01-02") -> list[str]:
     """The label job's own options for the tiny world."""
     return ["--input", audio_glob, "--model-dir", model_dir, "--output", output, "--run-date", run_date,
-            "--min-batch-size", "4", "--max-batch-size", "8"]
+            "--min-batch-size", "4", "--max-batch-size", "8", "--max-error-fraction", "0.5"]
 
 
 def run_job(module: str, argv: list[str], *, timeout: float = JOB_TIMEOUT_S,

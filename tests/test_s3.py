@@ -6,6 +6,7 @@ standard AWS environment variables, with ``AWS_ENDPOINT_URL`` overriding the end
 
 from __future__ import annotations
 
+import glob
 import os
 
 import pytest
@@ -98,3 +99,41 @@ def test_featurize_reads_and_writes_s3(tmp_path, s3, gtzan_tree, make_bad_files)
         assert ex[spec.FEATURE_MEL].shape == (md.spectrogram.n_mels * md.spectrogram.n_frames,)
         n += 1
     assert n == 3 * 3
+
+
+@pytest.mark.slow
+def test_label_reads_and_writes_s3(tmp_path, s3):
+    """Audio on s3, labels on s3: commit, the skip join against s3 partitions, a same-date rerun."""
+    import scaleout
+    from pipelines import label
+    from transforms import label_store
+
+    audio = scaleout.make_catalog(str(tmp_path / "audio"))
+    model = str(tmp_path / "model")
+    scaleout.make_model(model)
+    s3.put(str(tmp_path / "audio"), "genreflow-test/catalog", recursive=True)
+    out = "s3://genreflow-test/labels"
+
+    def run(date: str) -> dict:
+        argv = scaleout.label_argv("s3://genreflow-test/catalog/**/*.wav", model, out, run_date=date)
+        return label.run(argv + IN_PROCESS)
+
+    first = run("2026-01-01")
+    assert first["counts"] == {"inputs": 5, "labeled": 4, "skipped": 0, "dead_letters": 1, "segments": 10,
+                               "balanced": True}
+    rows = label_store.read_labels(out).to_pylist()
+    assert sorted(r["track_id"] for r in rows) == sorted(
+        os.path.relpath(p, tmp_path / "audio") for p in glob.glob(audio) if not p.endswith("corrupt.wav"))
+    assert all(r["uri"].startswith("s3://genreflow-test/catalog/") and r["fingerprint"].startswith("etag:")
+               for r in rows)
+    # the next night skips every track by its ETag; its rerun supersedes it
+    second = run("2026-01-02")
+    assert (second["counts"]["labeled"], second["counts"]["skipped"]) == (0, 4)
+    again = run("2026-01-02")
+    assert again["counts"] == second["counts"] and again["run_id"] != second["run_id"]
+    assert sorted(s3.ls("genreflow-test/labels/run_date=2026-01-02")) == [
+        "genreflow-test/labels/run_date=2026-01-02/_run.json",
+        f"genreflow-test/labels/run_date=2026-01-02/run_id={again['run_id']}"]
+    assert label_store.read_commit(label_store.partition_dir(out, "2026-01-02"))["run_id"] == again["run_id"]
+    with s3.open(f"genreflow-test/labels/run_date=2026-01-01/{first['files']['dead_letters'][0]}", "r") as f:
+        assert '"uri": "s3://genreflow-test/catalog/drone/corrupt.wav"' in f.read()
