@@ -26,7 +26,7 @@ from transforms import commit, label_store
 from transforms.beam_audio import featurize_track
 from transforms.deadletters import DeadLetter
 from transforms.inference import GenreModelHandler
-from transforms.metadata import DatasetMetadata, ModelCard, write_metadata, write_model_card
+from transforms.metadata import DatasetMetadata, ModelCard, write_metadata
 from transforms.shards import open_shard_writer, shard_name
 from transforms.records import make_rows
 from transforms.sources import TrackRef, in_sample, refs_from_pattern
@@ -322,14 +322,13 @@ def test_failed_or_killed_runs_never_change_what_readers_see(world, tmp_path, mo
 
     argv = ["--input", f"{world['audio']}/**/*", "--model-dir", world["model"], "--output", str(tmp_path),
             "--run-date", date, *IN_PROCESS]
-    # 1. the pipeline fails (a model file that does not load): exit 1, nothing committed
-    broken = tmp_path.parent / f"{tmp_path.name}-broken-model"
-    broken.mkdir()
-    (broken / "model.keras").write_bytes(b"not a keras file")
-    write_model_card(str(broken), dataclasses.replace(world["card"], model_version="broken"))
-    bad_model = list(argv)
-    bad_model[bad_model.index(world["model"])] = str(broken)
-    assert label.main(bad_model + ["--max-error-fraction", "0.5"]) == 1
+    # 1. the pipeline fails (writing a part file fails, as on a full disk): exit 1, nothing committed
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(label.label_store, "write_part", disk_full)
+    assert label.main(argv + ["--max-error-fraction", "0.5"]) == 1
+    monkeypatch.undo()
     assert "the pipeline failed, nothing committed" in capsys.readouterr().err
     unchanged()
 
@@ -414,7 +413,7 @@ def test_features_dir_gives_the_labels_of_the_model_on_those_features(world, tmp
     assert from_features["counts"]["labeled"] == len(good) == from_features["counts"]["inputs"]
     rows = {r["track_id"]: r for r in label_store.read_labels(str(tmp_path / "a")).to_pylist()}
     assert sorted(rows) == sorted(r.track_id for r in good)
-    model = keras.models.load_model(os.path.join(world["model"], "model.keras"))
+    model = keras.models.load_model(os.path.join(world["model"], world["card"].model_file))
     for ref in good:
         mels = featurize_track(ref, params=PARAMS).mels
         p = np.asarray(model(mels, training=False), np.float64).mean(axis=0)

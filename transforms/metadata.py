@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import posixpath
 from typing import Any
 
 import fsspec
