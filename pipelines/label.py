@@ -72,7 +72,7 @@ from transforms.inference import (
     load_model_card,
     stack_segment_predictions,
 )
-from transforms.metadata import DatasetMetadata, ModelCard, read_metadata, utc_now
+from transforms.metadata import ModelCard, read_metadata, utc_now
 from transforms.shards import GroupIntoShards, WriteDeadLetters
 from transforms.sources import ReadTrackRefs, TrackRef, check_manifest_header, check_patterns, in_sample
 from transforms.spec import (
@@ -330,11 +330,7 @@ class _AssembleFn(beam.DoFn):
 def feature_files(features_dir: str) -> Iterator[tuple[str, str]]:
     """``(shard URI, format)`` of every shard a featurize output's ``metadata.json`` lists."""
     md = read_metadata(features_dir)
-    if hasattr(DatasetMetadata, "shard_paths"):
-        paths = md.shard_paths(features_dir)
-    else:  # metadata.json with a shard list per split (before the compact form)
-        paths = [join_uri(features_dir, name) for names in md.shards.values() for name in names]
-    for path in paths:
+    for path in md.shard_paths(features_dir):
         yield path, md.format
 
 
