@@ -106,12 +106,21 @@ def test_keras_musicnn_matches_the_original_tf1_graph(name):
     assert tags.std() > 1e-3 and penultimate.std() > 1e-2  # not a degenerate input
 
 
-def test_missing_weights_name_the_install_command(tmp_path, monkeypatch):
+def test_missing_weights_name_the_install_command(tmp_path, monkeypatch, capsys):
+    import trainutil
+    from training import train
+
     monkeypatch.setenv("GENREFLOW_CACHE", str(tmp_path / "empty"))
     with pytest.raises(musicnn_weights.WeightsMissingError) as info:
         musicnn_weights.checkpoint_prefix("MSD_musicnn")
     message = str(info.value)
     assert "\n" not in message and "make install" in message and "python -m training.musicnn_weights" in message
+    trainutil.write_dataset(str(tmp_path / "data"), params=MUSICNN, tracks={"train": 1}, segments_per_track=1)
+    rc = train.main(["--data", str(tmp_path / "data"), "--model-dir", str(tmp_path / "model"),
+                     "--backbone", "musicnn-mtt", "--verbose", "0"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "install them with: make install" in err
+    assert not (tmp_path / "model").exists()
 
 
 def test_extract_checks_the_wheel_hash(tmp_path):

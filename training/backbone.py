@@ -29,7 +29,8 @@ import numpy as np
 from transforms.metadata import DatasetMetadata
 from transforms.spec import PRESETS, ParameterMismatchError, SpectrogramParams
 
-__all__ = ["FEATURE_OUTPUTS", "HEAD_UNITS", "check_preset", "check_ready", "segment_features", "build_head", "fit"]
+__all__ = ["FEATURE_OUTPUTS", "HEAD_UNITS", "check_preset", "check_ready", "segment_features",
+           "feature_model", "feature_normalizer", "build_head", "join", "fit"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ HEAD_UNITS = 128
 HEAD_DROPOUT = 0.5
 #: Added to every feature's training variance before standardising (features are O(0.1-30)).
 VARIANCE_FLOOR = 1e-2
+#: Segments per forward pass of the backbone (feature extraction, evaluation).  musicnn's timbral
+#: convolutions produce 187 x 59 x 204 floats per segment per branch (~9 MB): a batch of 256
+#: segments peaks at ~8 GB, 32 at ~1 GB.
+INFERENCE_BATCH = 32
 #: The featurize preset every musicnn backbone needs.
 PRESET = "musicnn"
 
@@ -79,7 +84,7 @@ def feature_model(backbone: Any) -> Any:
 
 
 def segment_features(
-    features: Any, data_dir: str, *, metadata: DatasetMetadata, split: str, batch_size: int = 64
+    features: Any, data_dir: str, *, metadata: DatasetMetadata, split: str, batch_size: int = INFERENCE_BATCH
 ) -> tuple[np.ndarray, np.ndarray]:
     """Backbone features of every labeled segment of a split, streamed (only features are kept).
 
@@ -131,6 +136,13 @@ def build_head(*, n_classes: int, normalizer: Any) -> list[Any]:
         layers.Dropout(HEAD_DROPOUT, name="head_dropout_embedding"),
         layers.Dense(n_classes, activation="softmax", dtype="float32", name=OUTPUT_LAYER),
     ]
+
+
+def join(features: Any, head_layers: Sequence[Any], *, name: str) -> Any:
+    """One flat functional model: :func:`feature_model` output through ``head_layers``."""
+    import keras
+
+    return keras.Model(features.inputs, _apply(head_layers, features.outputs[0]), name=name)
 
 
 def _apply(layer_list: Sequence[Any], x: Any) -> Any:
@@ -212,9 +224,7 @@ def fit(cfg: Any, *, metadata: DatasetMetadata, callbacks: Sequence[Any] = ()) -
         shuffle=True,
     )
 
-    joined = keras.Model(
-        backbone.inputs, _apply(head_layers, features.outputs[0]), name=f"genreflow_{cfg.backbone.replace('-', '_')}"
-    )
+    joined = join(features, head_layers, name=f"genreflow_{cfg.backbone.replace('-', '_')}")
     if cfg.fine_tune:
         _fine_tune(joined, cfg, metadata=metadata, has_validation=validation is not None, callbacks=callbacks)
     extra = {

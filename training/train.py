@@ -318,7 +318,8 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     files = {"training_curves_png": plots.plot_history(history, path=os.path.join(cfg.model_dir, "training_curves.png"))}
     metrics: dict[str, Any] = {}
     if eval_split:
-        pred = evaluate.predict_split(exported, cfg.data, metadata=metadata, split=eval_split)
+        batch = backbone.INFERENCE_BATCH if cfg.backbone else 256
+        pred = evaluate.predict_split(exported, cfg.data, metadata=metadata, split=eval_split, batch_size=batch)
         if len(pred["probs"]):
             metrics = evaluate.evaluate_predictions(
                 pred["probs"], pred["label_index"], pred["track_id"], labels=metadata.labels
