@@ -228,11 +228,12 @@ def test_backbone_recipe_trains_exports_and_labels(tmp_path):
     featurize.run(["--manifest", str(tmp_path / "tracks.csv"), "--output", data, "--preset", "musicnn", *in_process])
     assert read_metadata(data).spectrogram == MUSICNN
 
+    # the head on the frozen backbone, then one epoch of --fine-tune (which runs every code path)
     summary = train.run(["--data", data, "--model-dir", model_dir, "--backbone", "musicnn-msd",
-                         "--epochs", "30", "--verbose", "0"])
+                         "--epochs", "30", "--fine-tune", "--fine-tune-epochs", "1", "--verbose", "0"])
     card = read_model_card(model_dir)
     assert card.spectrogram == MUSICNN and card.input_shape == [96, 187]
-    assert card.extra["backbone"] == "musicnn-msd" and card.extra["fine_tuned"] is False
+    assert card.extra["backbone"] == "musicnn-msd" and card.extra["fine_tuned"] is True
     assert summary["metrics"]["track_accuracy"] == 1.0  # a tone against noise
 
     x = _patches(2)
@@ -252,3 +253,36 @@ def test_backbone_recipe_trains_exports_and_labels(tmp_path):
         p = export.predict_proba(loaded, featurize_track(ref, params=MUSICNN).mels).astype(np.float64).mean(axis=0)
         assert dict(got[ref.track_id]["probabilities"]) == pytest.approx(dict(zip(card.labels, p)), abs=1e-5)
         assert got[ref.track_id]["genre"] == ref.label
+
+
+def test_backbone_features_are_cached_per_dataset_and_split(tmp_path, monkeypatch):
+    import keras
+
+    import trainutil
+    from training import backbone
+    from transforms.metadata import read_metadata
+
+    monkeypatch.setenv("GENREFLOW_CACHE", str(tmp_path / "cache"))
+    data = str(tmp_path / "data")
+    trainutil.write_dataset(data, tracks={"train": 2, "test": 1}, segments_per_track=2)
+    metadata = read_metadata(data)
+    inputs = keras.Input(shape=trainutil.TINY_PARAMS.mel_shape)
+    features = keras.Model(inputs, keras.layers.GlobalAveragePooling1D()(inputs))  # (n, n_frames)
+    first = backbone.cached_segment_features(features, data, metadata=metadata, split="train", backbone="musicnn-msd")
+    direct = backbone.segment_features(features, data, metadata=metadata, split="train")
+    np.testing.assert_array_equal(first[0], direct[0])
+    np.testing.assert_array_equal(first[1], direct[1])
+    path = backbone.feature_cache_path(data, split="train", backbone="musicnn-msd")
+    assert path.is_file() and path.parent == tmp_path / "cache" / "backbone-features"
+
+    class Refuses:  # a second read must not run the backbone
+        outputs = features.outputs
+
+        def __call__(self, *args, **kwargs):
+            raise AssertionError("backbone ran although the features were cached")
+
+    again = backbone.cached_segment_features(Refuses(), data, metadata=metadata, split="train", backbone="musicnn-msd")
+    np.testing.assert_array_equal(again[0], first[0])
+    # another split, backbone or dataset is another entry
+    assert len({path, backbone.feature_cache_path(data, split="test", backbone="musicnn-msd"),
+                backbone.feature_cache_path(data, split="train", backbone="musicnn-mtt")}) == 3

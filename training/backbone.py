@@ -6,7 +6,8 @@ Recipe (the default, frozen backbone):
    its own front end);
 2. run the frozen backbone once over the train and validation splits and keep, per segment, its
    :data:`FEATURE_OUTPUTS` (musicnn's temporal ``max_pool`` and ``mean_pool`` of the front- and
-   mid-end features plus its 200-unit ``penultimate`` layer);
+   mid-end features plus its 200-unit ``penultimate`` layer), cached on local disk
+   (:func:`cached_segment_features`) so that another head on the same data skips this step;
 3. train a small head on those vectors: per-feature standardisation (fitted on train, variance
    floored) ->
    dropout -> ``embedding`` (Dense, ReLU) -> dropout -> ``probabilities`` (softmax), with the
@@ -21,7 +22,11 @@ frozen (its layers run in inference mode).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import pathlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,6 +35,7 @@ from transforms.metadata import DatasetMetadata
 from transforms.spec import PRESETS, ParameterMismatchError, SpectrogramParams
 
 __all__ = ["FEATURE_OUTPUTS", "HEAD_UNITS", "check_preset", "check_ready", "segment_features",
+           "feature_cache_path", "cached_segment_features",
            "feature_model", "feature_normalizer", "build_head", "join", "fit"]
 
 logger = logging.getLogger(__name__)
@@ -123,6 +129,40 @@ def feature_normalizer(x_train: np.ndarray) -> Any:
     )
 
 
+def feature_cache_path(data_dir: str, *, split: str, backbone: str) -> pathlib.Path:
+    """Where :func:`cached_segment_features` keeps one split's features:
+    ``$GENREFLOW_CACHE/backbone-features/<key>.npz``, the key a hash of the data's ``metadata.json``
+    (:func:`training.export.data_fingerprint`), the split, the backbone, its weights (the wheel's
+    SHA-256) and :data:`FEATURE_OUTPUTS`: new data, weights or features never meet an old entry."""
+    from training import export, musicnn_weights
+
+    key = json.dumps([export.data_fingerprint(data_dir), split, backbone, musicnn_weights.WHEEL_SHA256,
+                      list(FEATURE_OUTPUTS)])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    return musicnn_weights.cache_dir().parent / "backbone-features" / f"{digest}.npz"
+
+
+def cached_segment_features(
+    features: Any, data_dir: str, *, metadata: DatasetMetadata, split: str, backbone: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`segment_features`, read from or written to :func:`feature_cache_path`.
+
+    Training several heads on one dataset (seeds, options) runs the backbone over it once:
+    ~7 KB per segment on local disk (``--no-feature-cache`` turns it off).
+    """
+    path = feature_cache_path(data_dir, split=split, backbone=backbone)
+    if path.is_file():
+        with np.load(path) as cached:
+            logger.info("backbone features of %s/%s from %s", data_dir, split, path)
+            return cached["x"], cached["label_index"]
+    x, y = segment_features(features, data_dir, metadata=metadata, split=split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}-{os.getpid()}.npz")
+    np.savez(tmp, x=x, label_index=y)
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
+    return x, y
+
+
 def build_head(*, n_classes: int, normalizer: Any) -> list[Any]:
     """The head's layers, in order (applied to the backbone features)."""
     from keras import layers
@@ -196,13 +236,18 @@ def fit(cfg: Any, *, metadata: DatasetMetadata, callbacks: Sequence[Any] = ()) -
     features = feature_model(backbone)
     n_classes = len(metadata.labels)
 
-    x_train, y_train = segment_features(features, cfg.data, metadata=metadata, split="train")
+    def split_features(split: str) -> tuple[np.ndarray, np.ndarray]:
+        if not cfg.feature_cache:
+            return segment_features(features, cfg.data, metadata=metadata, split=split)
+        return cached_segment_features(features, cfg.data, metadata=metadata, split=split, backbone=cfg.backbone)
+
+    x_train, y_train = split_features("train")
     if not len(x_train):
         raise ValueError(f"{cfg.data} has no labeled training segments")
     has_validation = bool(metadata.shards.get("validation")) and data.split_size(metadata, "validation") != 0
     validation = None
     if has_validation:
-        x_val, y_val = segment_features(features, cfg.data, metadata=metadata, split="validation")
+        x_val, y_val = split_features("validation")
         if len(x_val):
             validation = (x_val, _one_hot(y_val, n_classes))
     logger.info("backbone %s: %d training segments, %d features each", cfg.backbone, *x_train.shape)

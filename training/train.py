@@ -69,6 +69,7 @@ class TrainConfig:
     fine_tune: bool = False
     fine_tune_epochs: int = 5
     fine_tune_learning_rate: float = 1e-4
+    feature_cache: bool = True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="train a small head on a frozen pretrained musicnn (Million Song Dataset or "
                         "MagnaTagATune) instead of a CNN from scratch; --arch is then ignored and the data must "
                         "be featurized with --preset musicnn. Weights: `make install` (no download at run time)")
+    g.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=d.feature_cache,
+                   help="keep the frozen backbone's features of each split in $GENREFLOW_CACHE/backbone-features "
+                        "(keyed by the data's metadata.json hash), so another run on the same data skips the backbone")
     g.add_argument("--fine-tune", action="store_true",
                    help="after training the head, train backbone and head end to end on augmented segments")
     g.add_argument("--fine-tune-epochs", type=int, default=d.fine_tune_epochs, help="epochs of --fine-tune")
