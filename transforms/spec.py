@@ -18,7 +18,6 @@ __all__ = [
     "SpectrogramParams",
     "PRESETS",
     "LOGC_GAIN",
-    "preset",
     "Feature",
     "ParameterMismatchError",
     "feature_schema",
@@ -258,20 +257,6 @@ PRESETS: dict[str, SpectrogramParams] = {
         segment_seconds=2.976, log="logc", top_db=None,
     ),
 }
-
-
-def preset(name: str) -> SpectrogramParams:
-    """The parameters of a named preset (:data:`PRESETS`).
-
-    Raises
-    ------
-    ValueError
-        Naming the known presets when ``name`` is not one.
-    """
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown spectrogram preset {name!r}; choose one of {sorted(PRESETS)}") from None
 
 
 @dataclasses.dataclass(frozen=True)
