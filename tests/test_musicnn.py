@@ -11,6 +11,7 @@ the command to run, they are not skipped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -179,6 +180,10 @@ def test_backbone_refuses_data_of_another_front_end(tmp_path, capsys):
     trainutil.write_dataset(str(tmp_path / "data"), tracks={"train": 1, "test": 1}, segments_per_track=1)
     with pytest.raises(ParameterMismatchError, match="--preset musicnn"):
         backbone.check_preset(trainutil.TINY_PARAMS, backbone="musicnn-msd")
+    with pytest.raises(ParameterMismatchError, match="n_mels: 96 != 128"):
+        backbone.check_preset(dataclasses.replace(MUSICNN, n_mels=128), backbone="musicnn-msd")
+    # overlapping segments are the same front end
+    backbone.check_preset(dataclasses.replace(MUSICNN, segment_hop_seconds=1.488), backbone="musicnn-msd")
     rc = train.main(["--data", str(tmp_path / "data"), "--model-dir", str(tmp_path / "model"),
                      "--backbone", "musicnn-msd", "--verbose", "0"])
     err = capsys.readouterr().err.strip()

@@ -22,6 +22,7 @@ frozen (its layers run in inference mode).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -59,10 +60,15 @@ PRESET = "musicnn"
 def check_preset(params: SpectrogramParams, *, backbone: str) -> None:
     """Raise :class:`ParameterMismatchError` unless ``params`` are the ``musicnn`` preset.
 
-    The message names every differing field and the featurize flag that produces usable data.
+    Only where segments start and whether a short tail is kept may differ
+    (``--segment-hop-seconds``, ``--min-tail-fraction``): they do not change what one segment looks
+    like.  The message names every differing field and the featurize flag that produces usable data.
     """
+    expected = dataclasses.replace(
+        PRESETS[PRESET], segment_hop_seconds=params.segment_hop_seconds, min_tail_fraction=params.min_tail_fraction
+    )
     try:
-        PRESETS[PRESET].check_compatible(params, what="data")
+        expected.check_compatible(params, what="data")
     except ParameterMismatchError as e:
         raise ParameterMismatchError(
             f"--backbone {backbone} needs data featurized with `genreflow featurize --preset {PRESET}`; {e}"
