@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   - create .venv, install, run the end-to-end demo on generated audio
-#   make test   - create .venv, install, run the whole test suite (what CI runs)
+#   make test   - create .venv, install, set up Flink and Prism (flink-setup, prism-setup), run the
+#                 whole test suite (what CI runs). Needs Java 17, Maven and Go on the PATH.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -28,7 +29,8 @@ install: $(STAMP) $(WEIGHTS)
 demo: install
 	$(VENV)/bin/genreflow demo --output $(DEMO_DIR)
 
-test: install
+# The Flink and Prism tiers are part of the suite; they fail (never skip) without their setup.
+test: install flink-setup prism-setup
 	$(PY) -m pytest
 
 test-fast: install
@@ -55,3 +57,22 @@ test-flink: flink-setup
 # Everything about running elsewhere: Flink, portable runner with external workers, Dataflow, packaging.
 test-scale-out: flink-setup
 	$(PY) -m pytest tests/test_flink.py tests/test_portable.py tests/test_dataflow.py tests/test_packaging.py
+
+# Prism, Beam's portable local runner (a Go binary), built from the Go module proxy into .prism/bin
+# (git-ignored). Idempotent: skipped when the binary there is already this Beam release (Go's build
+# info). Go's module and build caches (`go env GOMODCACHE GOCACHE`) live outside the clone, so a
+# second clone links it in seconds. Use it with `--prism_location .prism/bin/prism` (README, "Runners").
+PRISM_VERSION := v2.77.0
+PRISM := .prism/bin/prism
+.PHONY: prism-setup test-prism
+prism-setup:
+	@if [ -x $(PRISM) ] && go version -m $(PRISM) 2>/dev/null | grep -qE '^\s+mod\s+github.com/apache/beam/sdks/v2\s+$(PRISM_VERSION)\s'; then \
+	  echo "prism $(PRISM_VERSION) already installed: $(PRISM)"; \
+	else \
+	  command -v go >/dev/null || { echo "prism-setup: Go is needed to build Prism (https://go.dev/dl/)" >&2; exit 1; }; \
+	  echo "prism-setup: go install github.com/apache/beam/sdks/v2/go/cmd/prism@$(PRISM_VERSION) (minutes the first time)"; \
+	  GOBIN="$(CURDIR)/.prism/bin" go install github.com/apache/beam/sdks/v2/go/cmd/prism@$(PRISM_VERSION) && echo "prism: $(PRISM)"; \
+	fi
+
+test-prism: $(STAMP) prism-setup
+	$(PY) -m pytest tests/test_prism.py

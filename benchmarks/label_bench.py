@@ -16,7 +16,9 @@ segments: 10 segments per clip), and times, on one core (TensorFlow limited to o
 2. the same loop with the model called on batches of ``--batch`` segments across tracks (what
    RunInference does);
 3. ``genreflow label`` itself on Beam's in-process FnApiRunner with one worker; its model time
-   comes from RunInference's ``inference_batch_latency_micro_secs`` metric.
+   comes from RunInference's ``inference_batch_latency_micro_secs`` metric;
+4. the skip-labeled join (:func:`history_bench`): reading an earlier partition of
+   ``--history-rows`` rows, and the join with ``--join-inputs`` tracks on one worker.
 
 It prints a Markdown table; paste it into benchmarks/label_results.md with the command.
 """
@@ -66,10 +68,9 @@ def make_model_dir(model_dir: str, *, arch: str):
     """The trainer's CNN with default spectrogram parameters, or (``arch`` = ``musicnn-msd`` /
     ``musicnn-mtt``) the ``train --backbone`` model (pretrained musicnn + an untrained head) with
     the ``musicnn`` preset, saved as a model dir."""
-    import hashlib
-
     from training.model import EMBEDDING_LAYER, build_model, make_normalizer
-    from transforms.metadata import ModelCard, write_model_card
+    from transforms.inference import write_model_dir
+    from transforms.metadata import ModelCard
     from transforms.spec import PRESETS, SpectrogramParams
 
     rng = np.random.default_rng(0)
@@ -86,18 +87,14 @@ def make_model_dir(model_dir: str, *, arch: str):
         norm = make_normalizer()
         norm.adapt(rng.normal(-30, 15, (8,) + params.mel_shape).astype(np.float32))
         model = build_model(input_shape=params.mel_shape, n_classes=len(GENRES), arch=arch, normalizer=norm)
-    os.makedirs(model_dir, exist_ok=True)
-    model.save(os.path.join(model_dir, "model.keras"))
-    with open(os.path.join(model_dir, "model.keras"), "rb") as f:
-        version = hashlib.sha256(f.read()).hexdigest()[:16]
-    card = ModelCard(model_file="model.keras", model_version=version, labels=list(GENRES), spectrogram=params,
+    card = ModelCard(model_file="", model_version="", labels=list(GENRES), spectrogram=params,
                      input_shape=list(params.mel_shape), embedding_layer=EMBEDDING_LAYER)
-    write_model_card(model_dir, card)
+    card = write_model_dir(model_dir, model=model, card=card)
     return card, model.count_params()
 
 
-def plain_loop(paths: list[str], *, model_dir: str, out: str, batch: int | None) -> dict[str, float]:
-    """Label ``paths`` without Beam; returns seconds per stage."""
+def plain_loop(pattern: str, *, model_dir: str, out: str, batch: int | None) -> dict[str, float]:
+    """Label the files ``pattern`` matches without Beam; returns seconds per stage."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -105,7 +102,7 @@ def plain_loop(paths: list[str], *, model_dir: str, out: str, batch: int | None)
     from transforms import label_store
     from transforms.beam_audio import featurize_track
     from transforms.inference import PROBABILITIES, load_model_card, load_segment_model, model_file_path
-    from transforms.sources import file_fingerprint, refs_from_uris
+    from transforms.sources import TrackRef, refs_from_pattern
     from transforms.spectrogram import mel_filter
 
     card = load_model_card(model_dir)
@@ -128,13 +125,13 @@ def plain_loop(paths: list[str], *, model_dir: str, out: str, batch: int | None)
             n = len(f.mels)
             preds = [(j, {PROBABILITIES: probs[i + j]}) for j in range(n)]
             i += n
-            rows.append(label_row(track_id=f.ref.track_id, uri=f.ref.uri, fingerprint=file_fingerprint(f.ref.uri),
+            rows.append(label_row(track_id=f.ref.track_id, uri=f.ref.uri, fingerprint=f.ref.listing,
                                   content_hash=f.fingerprint, duration_seconds=f.duration_seconds,
                                   predictions=preds, card=card, labeled_at=at, top_k=3))
         times["aggregate+write"] += time.perf_counter() - t
 
     pending, n_pending = [], 0
-    for ref in refs_from_uris(paths):
+    for ref in (r for r in refs_from_pattern(pattern) if isinstance(r, TrackRef)):
         t = time.perf_counter()
         f = featurize_track(ref, params=card.spectrogram, mel=mel)
         times["decode+spectrogram"] += time.perf_counter() - t
@@ -169,35 +166,61 @@ def beam_job(paths_glob: str, *, model_dir: str, out: str, batch: int, limit: in
     return manifest
 
 
-def index_bench(workdir: str, *, rows: int) -> dict[str, float]:
-    """Time :meth:`LabeledIndex.load` over one earlier partition of ``rows`` label rows.
+def _expect(count: int, *, expected: int, what: str) -> None:
+    if count != expected:
+        raise AssertionError(f"{what}: {count} tracks, expected {expected}")
 
-    Only the three index columns matter to the load, so the partition holds realistic ids and
-    fingerprints and constant values elsewhere.
+
+def history_bench(workdir: str, *, rows: int, inputs: int) -> dict[str, float]:
+    """Time the skip join's reading of history and the join itself.
+
+    One earlier committed partition of ``rows`` label rows (realistic ids and fingerprints, constant
+    values elsewhere: only three columns are read) and
+
+    1. :func:`transforms.label_store.labeled_keys` over its part file: what one worker does per
+       earlier part file (read three columns, keep this model version, emit the pairs);
+    2. :class:`pipelines.label.SkipLabeled` on Beam's FnApiRunner (one worker) with ``inputs``
+       tracks, all of them in the history with the same fingerprint (all skipped): the whole join,
+       history shuffled by track id.
     """
+    import apache_beam as beam
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from pipelines.label import SKIPPED, SkipLabeled
     from transforms import label_store
+    from transforms.sources import TrackRef
 
-    out = os.path.join(workdir, "index")
-    part = os.path.join(out, "run_date=2026-01-01")
-    os.makedirs(part)
+    out = os.path.join(workdir, "history")
+    partition = label_store.partition_dir(out, "2026-01-01")
+    name = "run_id=20260101T000000Z-00000000/part-00000-of-00001.parquet"
+    os.makedirs(os.path.dirname(os.path.join(partition, name)))
     ids = [f"{GENRES[i % 10]}/track-{i:09d}.mp3" for i in range(rows)]
     fps = [f"size:{3_000_000 + i}:mtime:{1_700_000_000 + i}.0" for i in range(rows)]
     table = pa.table({"track_id": ids, "uri": ["gs://catalog/" + t for t in ids], "fingerprint": fps,
                       "model_version": ["0123456789abcdef"] * rows})
-    pq.write_table(table, os.path.join(part, "part-00000-of-00001.parquet"), compression="zstd")
-    size = os.path.getsize(os.path.join(part, "part-00000-of-00001.parquet"))
+    pq.write_table(table, os.path.join(partition, name), compression="zstd")
+    label_store.commit_partition(partition, {"run_id": "20260101T000000Z-00000000", "files": {"rows": [name]}})
+    size = os.path.getsize(os.path.join(partition, name))
+
     t = time.perf_counter()
-    index = label_store.LabeledIndex.load(out, model_version="0123456789abcdef", before="2026-01-02")
-    load = time.perf_counter() - t
+    n = sum(1 for _ in label_store.labeled_keys(os.path.join(partition, name), model_version="0123456789abcdef"))
+    read = time.perf_counter() - t
+    assert n == rows
+
+    refs = [TrackRef(uri="gs://catalog/" + ids[i], track_id=ids[i], listing=fps[i]) for i in range(inputs)]
+    options = beam.options.pipeline_options.PipelineOptions(
+        ["--runner", "FnApiRunner", "--direct_running_mode", "in_memory", "--direct_num_workers", "1"])
     t = time.perf_counter()
-    hits = sum(index.contains(ids[i], fps[i]) for i in range(0, rows, max(1, rows // 10000)))
-    lookup = (time.perf_counter() - t) / max(1, len(range(0, rows, max(1, rows // 10000))))
-    assert hits == len(range(0, rows, max(1, rows // 10000)))
-    return {"rows": rows, "parquet_mb": size / 1e6, "load_s": load, "index_mb": index.hashes.nbytes / 1e6,
-            "lookup_us": lookup * 1e6}
+    with beam.Pipeline(options=options) as p:
+        checked = p | beam.Create(refs) | SkipLabeled(output_dir=out, run_date="2026-01-02",
+                                                      model_version="0123456789abcdef")
+        _ = (checked[SKIPPED] | "CountSkipped" >> beam.combiners.Count.Globally()
+             | "CheckSkipped" >> beam.Map(_expect, expected=inputs, what="skipped"))
+        _ = (checked["todo"] | "CountTodo" >> beam.combiners.Count.Globally()
+             | "CheckTodo" >> beam.Map(_expect, expected=0, what="to label"))
+    join = time.perf_counter() - t
+    return {"rows": rows, "inputs": inputs, "parquet_mb": size / 1e6, "read_s": read, "join_s": join}
 
 
 def main(argv=None) -> int:
@@ -208,21 +231,23 @@ def main(argv=None) -> int:
                    help="trainer architectures, or musicnn-msd / musicnn-mtt for the `train --backbone` model; "
                         "several are timed one after the other in one run (default small)")
     p.add_argument("--batch", type=int, default=256, help="segments per model call for batched runs (default 256)")
-    p.add_argument("--index-rows", type=int, default=1_000_000,
-                   help="rows of the earlier partition for the skip-index timing (default 1,000,000; 0 skips it)")
+    p.add_argument("--history-rows", type=int, default=1_000_000,
+                   help="rows of the earlier partition for the skip-join timing (default 1,000,000; 0 skips it)")
+    p.add_argument("--join-inputs", type=int, default=10_000,
+                   help="tracks joined against that history in the skip-join timing (default 10,000)")
     p.add_argument("--workdir", default="/tmp/genreflow-label-bench", help="scratch folder (deleted first)")
     args = p.parse_args(argv)
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     audio = os.path.join(args.workdir, "audio")
-    paths = make_audio(audio, tracks=args.tracks, seconds=args.seconds)
+    make_audio(audio, tracks=args.tracks, seconds=args.seconds)
     for arch in args.arch:
         model_dir = os.path.join(args.workdir, arch, "model")
         card, n_params = make_model_dir(model_dir, arch=arch)
 
         work = os.path.join(args.workdir, arch)
-        per_track = plain_loop(paths, model_dir=model_dir, out=os.path.join(work, "loop1"), batch=None)
-        batched = plain_loop(paths, model_dir=model_dir, out=os.path.join(work, "loop2"), batch=args.batch)
+        per_track = plain_loop(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(work, "loop1"), batch=None)
+        batched = plain_loop(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(work, "loop2"), batch=args.batch)
         one = beam_job(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(work, "beam1"), batch=args.batch, limit=1)
         job = beam_job(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(work, "beam"), batch=args.batch)
         assert job["counts"]["labeled"] == args.tracks, job["counts"]
@@ -249,10 +274,11 @@ def main(argv=None) -> int:
               f"{marginal:.3f} per track | {1 / marginal:.2f} | |")
         print("\n_run.json timings:", json.dumps(job["timings"]))
         print("1-track run timings:", json.dumps(one["timings"]))
-    if args.index_rows:
-        ix = index_bench(args.workdir, rows=args.index_rows)
-        print(f"\nskip index: {ix['rows']:,} earlier rows ({ix['parquet_mb']:.1f} MB Parquet) load in "
-              f"{ix['load_s']:.2f} s into {ix['index_mb']:.1f} MB; lookup {ix['lookup_us']:.1f} us")
+    if args.history_rows:
+        h = history_bench(args.workdir, rows=args.history_rows, inputs=args.join_inputs)
+        print(f"\nskip join: {h['rows']:,} earlier rows ({h['parquet_mb']:.1f} MB Parquet): labeled_keys reads them in "
+              f"{h['read_s']:.2f} s ({h['rows'] / h['read_s']:,.0f} rows/s); SkipLabeled with {h['inputs']:,} inputs "
+              f"(all skipped) on one worker: {h['join_s']:.2f} s")
     return 0
 
 

@@ -6,9 +6,11 @@ own options (Beam jobs also accept every standard Beam pipeline option).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 
+from genreflow.args import report_error, unknown_option_message
 from genreflow.logs import configure_logging
 
 # name -> (module, one-line description); modules are imported only when chosen.
@@ -22,9 +24,14 @@ SUBCOMMANDS = {
 }
 
 
+USAGE = "usage: genreflow [-h] [-V] <command> [options]   (genreflow <command> --help for its options)"
+
+
 def _usage() -> str:
-    lines = ["usage: genreflow <command> [options]   (genreflow <command> --help for its options)", "", "commands:"]
-    lines += [f"  {name:<10} {desc}" for name, (_, desc) in SUBCOMMANDS.items()]
+    lines = [USAGE, "", "commands:"]
+    lines += [f"  {name:<15} {desc}" for name, (_, desc) in SUBCOMMANDS.items()]
+    lines += ["", "options:", f"  {'-h, --help':<15} show this help and exit",
+              f"  {'-V, --version':<15} print the genreflow version and exit"]
     return "\n".join(lines)
 
 
@@ -40,8 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        print(f"genreflow: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
+        print(USAGE, file=sys.stderr)
+        if name.startswith("-"):
+            return report_error("genreflow", unknown_option_message(name, ["--help", "--version"]))
+        close = difflib.get_close_matches(name, list(SUBCOMMANDS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return report_error("genreflow", f"unknown command {name!r} ({hint}choose from {', '.join(SUBCOMMANDS)})")
     configure_logging()
     module = importlib.import_module(SUBCOMMANDS[name][0])
     result = module.main(rest) if hasattr(module, "main") else module.run(rest)

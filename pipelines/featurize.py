@@ -1,71 +1,71 @@
 """featurize: audio files -> log-mel spectrogram shards, a Beam job.
 
     genreflow featurize --input 'gtzan/**/*.wav' --output data/ --format tfrecord
-    python -m pipelines.featurize --manifest tracks.csv --output s3://bucket/data --format parquet
+    python -m pipelines.featurize --manifest 'manifests/*.csv' --output s3://bucket/data --format parquet
 
-The launcher expands the inputs (or reads the manifest), derives labels and track ids, assigns
-every track its split and its shard, and writes that plan to a staging folder inside the output.
-The pipeline then reads the plan, one element per shard::
+The launcher only checks options and builds the graph; everything that grows with the catalog
+happens in the pipeline::
 
-    plan -> Reshuffle -> [read, decode, resample, segment, log-mel, write shard] -> track stats
-                                                                          \\-> dead letters
-    track stats + dead letters -> summary.json        dead letters -> errors/*.jsonl
+    patterns | manifest --match / read rows--> tracks --dedup, sample, split--> GroupIntoShards
+        --> [read, decode, resample, segment, log-mel, write one shard]  --> track stats
+                                                                      \\--> dead letters (sharded files)
+    vocabulary (side input) ----------------------------------------------/
+    stats + dead letters + counts --> _summary.json
 
-Every shard is written by one DoFn call under a deterministic name (a retried bundle overwrites
-it).  After the pipeline finishes, the launcher reads the summary, replaces the previous output's
-shards with the new ones and writes ``metadata.json`` last.  A run that fails leaves the previous
-output as it was (and no new ``metadata.json``); a run that fails during that final move leaves no
-``metadata.json`` at all, never one describing missing shards.
+Every file of a run goes to a new folder ``OUTPUT/run_id=<id>/`` under a deterministic name (a
+retried bundle writes the same file again).  After the pipeline, the launcher reads the summary,
+checks that every input is featurized or dead-lettered and that failures are within
+``--max-error-fraction``, and commits by writing ``metadata.json`` last (one atomic write; see
+:mod:`transforms.commit`).  A run that fails commits nothing: the previous dataset stays as it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
-import math
 import os
 import sys
 import time
-import uuid
 from typing import Any, Iterable, Iterator, Sequence
 
 import apache_beam as beam
 import fsspec
-from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 
+from genreflow.args import report_error
 from pipelines.options import (
     add_limit_args,
     add_spectrogram_args,
+    check_job_args,
     is_dry_run,
     limits_from_args,
     needs_in_process,
     params_from_args,
+    parse_job_args,
     pipeline_options,
 )
-from transforms.beam_audio import DEAD_LETTERS, METRICS_NAMESPACE, ReadLimits, featurize_or_dead_letter
+from transforms import commit
+from transforms.beam_audio import DEAD_LETTERS, ReadLimits, featurize_or_dead_letter
 from transforms.deadletters import DeadLetter
-from transforms.metadata import METADATA_FILE, DatasetMetadata, write_json_atomic, write_metadata
+from transforms.metadata import METADATA_FILE, DatasetMetadata, read_metadata, write_metadata
 from transforms.records import make_rows
 from transforms.shards import (
     ERRORS_DIR,
     FORMATS,
     SHARD_SUFFIX,
+    GroupIntoShards,
     WriteDeadLetters,
-    join_uri,
     open_shard_writer,
     shard_name,
-    remove_quietly,
 )
 from transforms.sources import (
+    ReadTrackRefs,
     TrackRef,
-    assign_splits,
-    expand_inputs,
+    assign_split,
+    check_manifest_header,
+    check_patterns,
     parse_split_fractions,
-    read_manifest,
-    refs_from_uris,
 )
 from transforms.spec import SPLITS, UNLABELED_INDEX, SpectrogramParams
 from transforms.spectrogram import mel_filter
@@ -74,13 +74,14 @@ __all__ = [
     "run",
     "main",
     "build_parser",
+    "build_pipeline",
+    "FeaturizeJob",
     "FeaturizeResult",
     "TooManyFailuresError",
-    "label_vocabulary",
-    "plan_shards",
-    "auto_num_shards",
     "write_shard",
     "merge_summary",
+    "merge_summaries",
+    "empty_summary",
     "FeaturizeShards",
     "format_summary",
 ]
@@ -88,15 +89,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ERROR_FRACTION = 0.1
-#: Tracks per shard when ``--num-shards`` is 0 (auto); about 130 MB of float32 mel for 30 s clips.
+#: Tracks per shard when ``--num-shards`` is 0 (auto): about 13 MB of float32 mel for 30 s clips.
 TRACKS_PER_SHARD = 20
-MAX_AUTO_SHARDS = 4096
-SUMMARY_FILE = "summary.json"
-STAGING_PREFIX = "_staging-"
+UNKNOWN_LABEL = "unknown_label"
 
 
 class TooManyFailuresError(RuntimeError):
-    """More inputs failed than ``--max-error-fraction`` allows (raised after all output is written)."""
+    """The run failed as a whole (too many failed inputs, no input, or inputs unaccounted for).
+
+    Nothing was committed: the previous ``metadata.json`` and its shards are untouched.
+    """
 
 
 @dataclasses.dataclass
@@ -108,18 +110,17 @@ class FeaturizeResult:
     output : str
         The output folder.
     metadata : DatasetMetadata or None
-        As written to ``metadata.json`` (``None`` for a ``--dry_run``).
-    beam_metrics : dict of str to int
-        Beam counters of namespace ``genreflow`` where the runner reports them (may be empty).
+        As committed in ``metadata.json`` (``None`` for a ``--dry_run``).
     elapsed_seconds : float
         Wall time of the whole run.
     runner : str
         The runner used.
+    max_error_fraction : float
+        The limit the run was checked against.
     """
 
     output: str
     metadata: DatasetMetadata | None
-    beam_metrics: dict[str, int]
     elapsed_seconds: float
     runner: str
     max_error_fraction: float = DEFAULT_MAX_ERROR_FRACTION
@@ -136,88 +137,132 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--input", action="append", metavar="GLOB",
                      help="audio files: a glob on a local path, gs://, s3:// or memory:// (repeatable). "
                           "'**' matches any number of folders, including none; {a,b} sets are expanded; "
-                          "the label is the parent folder's name")
+                          "'[[]' is a literal '['. The label is the parent folder's name; the track id is "
+                          "the path below the pattern's leading wildcard-free folders")
     src.add_argument("--manifest", metavar="FILE",
-                     help="CSV or JSON Lines file with columns uri (required), label, track_id, split, group")
+                     help="CSV, JSON Lines or Parquet file, or a glob of many, with columns uri (required), "
+                          "label, track_id (default: the uri as written), split, group")
     parser.add_argument("--output", required=True, metavar="DIR",
-                        help="output folder (local, gs://, s3://, memory://) for shards, errors/ and metadata.json")
+                        help="output folder (local, gs://, s3://, memory://) for run_id=*/ shards and "
+                             "dead letters, and metadata.json (written last: the commit)")
     parser.add_argument("--format", choices=FORMATS, default="tfrecord",
                         help="shard format: GZIP TFRecord of tf.train.Example, or zstd Parquet (default tfrecord)")
     parser.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
                         help="train,validation,test fractions, summing to 1; a track goes by a hash of its group "
                              "(or track id); a manifest's split column wins (default 0.8,0.1,0.1)")
+    parser.add_argument("--labels", metavar="A,B,...",
+                        help="the label vocabulary, comma-separated (default: every label found, sorted); a "
+                             f"track whose label is not in it becomes a dead letter {UNKNOWN_LABEL}")
     parser.add_argument("--num-shards", "--num_shards", type=int, default=0, metavar="N",
                         help=f"shards per non-empty split; 0 = one per {TRACKS_PER_SHARD} tracks (default 0)")
+    parser.add_argument("--sample", type=float, default=None, metavar="FRACTION",
+                        help="featurize a deterministic pseudo-random FRACTION of the inputs (hash of the track id)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="featurize at most N inputs: those with the smallest track ids (after --sample)")
     parser.add_argument("--max-error-fraction", "--max_error_fraction", type=float,
                         default=DEFAULT_MAX_ERROR_FRACTION, metavar="F",
-                        help="exit non-zero (after writing everything) when more than this fraction of the "
-                             f"inputs fail (default {DEFAULT_MAX_ERROR_FRACTION})")
+                        help="when more than this fraction of the inputs fail, exit 1 and commit nothing: the "
+                             f"previous dataset stays (default {DEFAULT_MAX_ERROR_FRACTION})")
     add_spectrogram_args(parser)
     add_limit_args(parser)
     return parser
 
 
 @dataclasses.dataclass
-class _Job:
-    args: argparse.Namespace
+class FeaturizeJob:
+    """Everything the launcher checked before any work (nothing here grows with the catalog).
+
+    Attributes
+    ----------
+    patterns, manifest : the inputs, as given.
+    output : str
+        Output folder (absolute for local paths).
+    run_id : str
+        This run's id; its files go to ``output/run_id=<run_id>/``.
+    fmt : str
+        Shard format.
+    params : SpectrogramParams
+    limits : ReadLimits
+    fractions : tuple of 3 float
+        Train, validation and test fractions.
+    labels : list of str or None
+        A fixed vocabulary (``--labels``), else computed in the pipeline.
+    num_shards : int
+        Shards per split (0 = auto).
+    sample, limit : as given.
+    max_error_fraction : float
+    beam_args : list of str
+        Options for Beam.
+    """
+
+    patterns: list[str]
+    manifest: str | None
+    output: str
+    run_id: str
+    fmt: str
     params: SpectrogramParams
     limits: ReadLimits
-    refs: list[TrackRef]
-    labels: list[str]
-    output: str
-    beam_args: list[str]
+    fractions: tuple[float, float, float]
+    labels: list[str] | None = None
+    num_shards: int = 0
+    sample: float | None = None
+    limit: int | None = None
+    max_error_fraction: float = DEFAULT_MAX_ERROR_FRACTION
+    beam_args: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def run_dir(self) -> str:
+        return commit.run_folder(self.output, self.run_id)
 
 
-def _parse(argv: Sequence[str] | None) -> _Job:
+def _absolute(uri: str) -> str:
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def _parse(argv: Sequence[str] | None) -> FeaturizeJob:
     """Parse and check everything that can be checked before any work; exits 2 on a bad value."""
     parser = build_parser()
-    args, beam_args = parser.parse_known_args(argv)
+    args, beam_args = parse_job_args(parser, argv)
+    check_job_args(parser, args)
     try:
         params = params_from_args(args)
         fractions = parse_split_fractions(args.split)
     except ValueError as e:
         parser.error(str(e))
-    if args.num_shards < 0:
-        parser.error(f"--num-shards must be >= 0, got {args.num_shards}")
     if not 0.0 <= args.max_error_fraction <= 1.0:
         parser.error(f"--max-error-fraction must be in [0, 1], got {args.max_error_fraction}")
+    if args.sample is not None and not 0.0 < args.sample <= 1.0:
+        parser.error(f"--sample must be in (0, 1], got {args.sample}")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be >= 1, got {args.limit}")
+    labels = None
+    if args.labels is not None:
+        labels = sorted({x.strip() for x in args.labels.split(",") if x.strip()})
+        if not labels:
+            parser.error("--labels needs at least one label")
+    output = _absolute(args.output).rstrip("/")
+    patterns = [_absolute(p) for p in args.input or []]
     try:
-        refs = read_manifest(args.manifest) if args.manifest else refs_from_uris(expand_inputs(args.input))
+        if patterns:
+            check_patterns(patterns)
+        else:
+            check_manifest_header(args.manifest)
     except (ValueError, OSError) as e:
         parser.error(str(e).splitlines()[0] if str(e) else repr(e))
-    refs = assign_splits(refs, fractions)
-    output = args.output if "://" in args.output else os.path.abspath(args.output)
-    return _Job(args, params, limits_from_args(args), refs, label_vocabulary(refs), output.rstrip("/"), list(beam_args))
+    return FeaturizeJob(
+        patterns=patterns, manifest=args.manifest, output=output, run_id=commit.new_run_id(), fmt=args.format,
+        params=params, limits=limits_from_args(args), fractions=fractions, labels=labels,
+        num_shards=args.num_shards, sample=args.sample, limit=args.limit,
+        max_error_fraction=args.max_error_fraction, beam_args=list(beam_args),
+    )
 
 
 # Plain functions (unit-tested without Beam) ----------------------------------------------------
-def label_vocabulary(refs: Iterable[TrackRef]) -> list[str]:
-    """Sorted distinct non-empty labels: ``label_index`` is a position in this list."""
-    return sorted({r.label for r in refs if r.label})
-
-
-def auto_num_shards(n_tracks: int) -> int:
-    """Shards for a split of ``n_tracks`` tracks when ``--num-shards`` is 0."""
-    return 0 if n_tracks == 0 else min(MAX_AUTO_SHARDS, max(1, math.ceil(n_tracks / TRACKS_PER_SHARD)))
-
-
-def plan_shards(refs: Sequence[TrackRef], *, num_shards: int = 0) -> dict[str, list[list[TrackRef]]]:
-    """Assign tracks to shards: ``{split: [refs of shard 0, refs of shard 1, ...]}``.
-
-    Tracks of a split are sorted by track id and dealt round-robin, so shards are balanced to
-    within one track and mix labels.  A split with tracks gets ``num_shards`` shards (or
-    :func:`auto_num_shards`), some possibly empty; a split without tracks gets none.  All segments
-    of a track are in its one shard.
-    """
-    plan: dict[str, list[list[TrackRef]]] = {}
-    for split in SPLITS:
-        members = sorted((r for r in refs if r.split == split), key=lambda r: r.track_id)
-        n = (num_shards or auto_num_shards(len(members))) if members else 0
-        shards: list[list[TrackRef]] = [[] for _ in range(n)]
-        for i, ref in enumerate(members):
-            shards[i % n].append(ref)
-        plan[split] = shards
-    return plan
+def with_split(ref: TrackRef, fractions: Sequence[float]) -> TrackRef:
+    """``ref`` with its split: a manifest's ``split`` is kept, else a hash of group or track id."""
+    if ref.split:
+        return ref
+    return dataclasses.replace(ref, split=assign_split(ref.group or ref.track_id, fractions))
 
 
 def write_shard(
@@ -229,17 +274,24 @@ def write_shard(
     labels: Sequence[str],
     mel: Any = None,
     limits: ReadLimits = ReadLimits(),
+    fixed_vocabulary: bool = False,
 ) -> Iterator[dict[str, Any] | DeadLetter]:
     """Featurize ``refs`` in order and stream their segments into one shard file at ``uri``.
 
     Yields, per track, a stats dict ``{"track_id", "split", "label", "segments", "seconds"}`` or a
-    :class:`DeadLetter`.  The file is complete (and closed) once the generator is exhausted; a
-    shard whose tracks all fail is still written, empty.  Errors writing the file propagate.
+    :class:`DeadLetter`.  Every segment of a track is in this one file, contiguous and in time
+    order.  The file is complete (and closed) once the generator is exhausted; a shard whose
+    tracks all fail is still written, empty.  Errors writing the file propagate.  With
+    ``fixed_vocabulary``, a track whose non-empty label is not in ``labels`` is a dead letter.
     """
     index = {label: i for i, label in enumerate(labels)}
     writer = open_shard_writer(uri, fmt=fmt, params=params)
     try:
         for ref in refs:
+            if fixed_vocabulary and ref.label and ref.label not in index:
+                yield DeadLetter(uri=ref.uri, stage="label", reason=UNKNOWN_LABEL, track_id=ref.track_id,
+                                 message=f"label {ref.label!r} is not in --labels")
+                continue
             result = featurize_or_dead_letter(ref, params=params, mel=mel, limits=limits)
             if isinstance(result, DeadLetter):
                 yield result
@@ -269,8 +321,10 @@ def write_shard(
     writer.close()
 
 
-def _empty_summary() -> dict[str, Any]:
-    return {"counts": {}, "failures": {}, "featurized": 0, "failed": 0}
+def empty_summary() -> dict[str, Any]:
+    """The summary of nothing: see :func:`merge_summary`."""
+    return {"inputs": 0, "featurized": 0, "failed": 0, "counts": {}, "failures": {}, "num_shards": {},
+            "dead_letter_files": []}
 
 
 def _add_counts(into: dict[str, Any], split: str, label: str, tracks: int, segments: int, seconds: float) -> None:
@@ -281,210 +335,299 @@ def _add_counts(into: dict[str, Any], split: str, label: str, tracks: int, segme
         target["seconds"] += seconds
 
 
-def merge_summary(summary: dict[str, Any], item: dict[str, Any] | DeadLetter) -> dict[str, Any]:
-    """Add one track's stats or one dead letter to a summary (in place; returns it)."""
-    if isinstance(item, DeadLetter):
-        summary["failed"] += 1
-        summary["failures"][item.reason] = summary["failures"].get(item.reason, 0) + 1
-    else:
+def merge_summary(summary: dict[str, Any], item: tuple[str, Any]) -> dict[str, Any]:
+    """Add one tagged item to a summary (in place; returns it).
+
+    Items: ``("input", n)`` inputs counted, ``("track", stats)`` a featurized track,
+    ``("dead", DeadLetter)`` a failed input, ``("shard", (split, n))`` a split's shard count,
+    ``("dead_file", name)`` a dead-letter file written.
+    """
+    kind, value = item
+    if kind == "input":
+        summary["inputs"] += int(value)
+    elif kind == "track":
         summary["featurized"] += 1
-        _add_counts(summary["counts"], item["split"], item["label"], 1, item["segments"], item["seconds"])
+        _add_counts(summary["counts"], value["split"], value["label"], 1, value["segments"], value["seconds"])
+    elif kind == "dead":
+        summary["failed"] += 1
+        summary["failures"][value.reason] = summary["failures"].get(value.reason, 0) + 1
+    elif kind == "shard":
+        split, n = value
+        summary["num_shards"][split] = int(n)
+    elif kind == "dead_file":
+        summary["dead_letter_files"].append(value)
+    else:
+        raise ValueError(f"unknown summary item {kind!r}")
     return summary
 
 
-def _merge_two(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    a["featurized"] += b["featurized"]
-    a["failed"] += b["failed"]
-    for reason, n in b["failures"].items():
-        a["failures"][reason] = a["failures"].get(reason, 0) + n
-    for split, s in b["counts"].items():
-        for label, c in s["by_label"].items():
-            _add_counts(a["counts"], split, label, c["tracks"], c["segments"], c["seconds"])
-    return a
+def merge_summaries(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Combine partial summaries (what :func:`merge_summary` built on different workers)."""
+    out = empty_summary()
+    for b in summaries:
+        out["inputs"] += b["inputs"]
+        out["featurized"] += b["featurized"]
+        out["failed"] += b["failed"]
+        for reason, n in b["failures"].items():
+            out["failures"][reason] = out["failures"].get(reason, 0) + n
+        for split, s in b["counts"].items():
+            for label, c in s["by_label"].items():
+                _add_counts(out["counts"], split, label, c["tracks"], c["segments"], c["seconds"])
+        out["num_shards"].update(b["num_shards"])
+        out["dead_letter_files"] += b["dead_letter_files"]
+    out["dead_letter_files"].sort()
+    return out
 
 
 # Beam ------------------------------------------------------------------------------------------
 class _WriteShardDoFn(beam.DoFn):
-    """Shard task -> shard file in staging; yields track stats, dead letters tagged."""
+    """``((split, index, n), [TrackRef])`` -> one shard file; yields tagged summary items."""
 
-    def __init__(
-        self, *, staging: str, fmt: str, params: SpectrogramParams, labels: Sequence[str], limits: ReadLimits
-    ) -> None:
-        self._staging, self._fmt, self._params, self._labels = staging, fmt, params, list(labels)
-        self._limits = limits
+    def __init__(self, *, run_dir: str, fmt: str, params: SpectrogramParams, limits: ReadLimits,
+                 fixed_vocabulary: bool) -> None:
+        self._run_dir, self._fmt, self._params, self._limits = run_dir, fmt, params, limits
+        self._fixed = fixed_vocabulary
         self._mel = None
-        self._matched = Metrics.counter(METRICS_NAMESPACE, "matched")
-        self._decoded = Metrics.counter(METRICS_NAMESPACE, "decoded")
-        self._segments = Metrics.counter(METRICS_NAMESPACE, "segments")
-        self._audio_ms = Metrics.counter(METRICS_NAMESPACE, "audio_ms")
-        self._shards = Metrics.counter(METRICS_NAMESPACE, "shards_written")
 
     def setup(self) -> None:
         self._mel = mel_filter(self._params)
 
-    def process(self, task: dict[str, Any]) -> Iterator:
-        with fsspec.open(task["plan"], "r") as f:
-            refs = [TrackRef.from_dict(d) for d in json.load(f)]
-        uri = join_uri(self._staging, shard_name(task["split"], task["index"], task["num_shards"], fmt=self._fmt))
-        for item in write_shard(
-            refs, uri=uri, fmt=self._fmt, params=self._params, labels=self._labels, mel=self._mel, limits=self._limits
-        ):
-            self._matched.inc()
+    def process(self, shard: tuple[tuple[str, int, int], list[TrackRef]], labels: list[str]) -> Iterator:
+        (split, index, n), refs = shard
+        uri = commit.join_uri(self._run_dir, shard_name(split, index, n, fmt=self._fmt))
+        for item in write_shard(sorted(refs, key=lambda r: r.track_id), uri=uri, fmt=self._fmt,
+                                params=self._params, labels=labels, mel=self._mel, limits=self._limits,
+                                fixed_vocabulary=self._fixed):
             if isinstance(item, DeadLetter):
-                Metrics.counter(METRICS_NAMESPACE, f"failed_{item.reason}").inc()
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, item)
             else:
-                self._decoded.inc()
-                self._segments.inc(item["segments"])
-                self._audio_ms.inc(int(round(item["seconds"] * 1000)))
-                yield item
-        self._shards.inc()
+                yield ("track", item)
+        if index == 0:
+            yield ("shard", (split, n))
 
 
 class _SummaryFn(beam.CombineFn):
     def create_accumulator(self) -> dict[str, Any]:
-        return _empty_summary()
+        return empty_summary()
 
-    def add_input(self, acc: dict[str, Any], item: Any) -> dict[str, Any]:
+    def add_input(self, acc: dict[str, Any], item: tuple[str, Any]) -> dict[str, Any]:
         return merge_summary(acc, item)
 
     def merge_accumulators(self, accs: Iterable[dict[str, Any]]) -> dict[str, Any]:
-        out = _empty_summary()
-        for acc in accs:
-            _merge_two(out, acc)
-        return out
+        return merge_summaries(accs)
 
     def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
         return acc
 
 
+def _vocabulary(labels: Iterable[str]) -> list[str]:
+    return sorted(set(labels))
+
+
+def _write_summary(summary: dict[str, Any], labels: list[str], *, path: str) -> str:
+    commit.write_json_atomic(path, {**summary, "labels": labels})
+    return path
+
+
 class FeaturizeShards(beam.PTransform):
-    """Shard tasks -> shard files, ``errors/`` and ``summary.json`` under ``staging``.
+    """Unique :class:`TrackRef` (split assigned) -> shard files, dead letters, ``_summary.json``.
 
     Parameters
     ----------
-    staging : str
-        Folder the files are written to (the launcher moves them into place afterwards).
+    run_dir : str
+        The run's folder (``OUTPUT/run_id=<id>``); every file goes below it.
     fmt : str
         ``"tfrecord"`` or ``"parquet"``.
     params : SpectrogramParams
         Spectrogram parameters.
-    labels : sequence of str
-        Sorted label vocabulary.
+    labels : sequence of str, optional
+        A fixed vocabulary; ``None`` computes it from the tracks (a side input).
+    num_shards : int
+        Shards per non-empty split (0: one per :data:`TRACKS_PER_SHARD` tracks).
     limits : ReadLimits
         Per-input size and duration bounds.
 
-    The input elements are ``{"split", "index", "num_shards", "plan"}`` where ``plan`` is a JSON
-    file holding the shard's list of :class:`TrackRef` dicts.
+    The input is a dict with ``"refs"`` (tracks) and ``"dead_letters"`` (inputs that failed
+    before featurizing).  Returns the summary path (one element).
     """
 
-    def __init__(
-        self,
-        *,
-        staging: str,
-        fmt: str,
-        params: SpectrogramParams,
-        labels: Sequence[str],
-        limits: ReadLimits = ReadLimits(),
-    ) -> None:
+    def __init__(self, *, run_dir: str, fmt: str, params: SpectrogramParams, labels: Sequence[str] | None = None,
+                 num_shards: int = 0, limits: ReadLimits = ReadLimits()) -> None:
         super().__init__()
-        self._staging, self._fmt, self._params, self._labels = staging, fmt, params, list(labels)
-        self._limits = limits
+        self._run_dir, self._fmt, self._params = run_dir, fmt, params
+        self._labels = sorted(labels) if labels is not None else None
+        self._num_shards, self._limits = num_shards, limits
 
-    def expand(self, tasks):
-        results = (
-            tasks
-            | "Distribute" >> beam.Reshuffle()
-            | "FeaturizeAndWrite"
-            >> beam.ParDo(
-                _WriteShardDoFn(
-                    staging=self._staging, fmt=self._fmt, params=self._params, labels=self._labels, limits=self._limits
-                )
-            ).with_outputs(DEAD_LETTERS, main="stats")
+    def expand(self, inputs):
+        refs, early_dead = inputs["refs"], inputs[DEAD_LETTERS]
+        p = refs.pipeline
+        if self._labels is not None:
+            vocab = p | "FixedLabels" >> beam.Create([self._labels])
+        else:
+            vocab = (
+                refs
+                | "Labels" >> beam.Map(lambda r: r.label)
+                | "Labeled" >> beam.Filter(bool)
+                | "DistinctLabels" >> beam.Distinct()
+                | "LabelList" >> beam.combiners.ToList()
+                | "Vocabulary" >> beam.Map(_vocabulary)
+            )
+        written = (
+            refs
+            | "Shard" >> GroupIntoShards(group_fn=lambda r: r.split, id_fn=lambda r: r.track_id,
+                                         num_shards=self._num_shards, per_shard=TRACKS_PER_SHARD)
+            | "FeaturizeAndWrite" >> beam.ParDo(
+                _WriteShardDoFn(run_dir=self._run_dir, fmt=self._fmt, params=self._params, limits=self._limits,
+                                fixed_vocabulary=self._labels is not None),
+                labels=beam.pvalue.AsSingleton(vocab),
+            ).with_outputs(DEAD_LETTERS, main="items")
         )
-        summary_path = join_uri(self._staging, SUMMARY_FILE)
-        summary = (
-            (results.stats, results[DEAD_LETTERS])
-            | "AllResults" >> beam.Flatten()
+        dead = (early_dead, written[DEAD_LETTERS]) | "AllDeadLetters" >> beam.Flatten()
+        dead_files = dead | "WriteDeadLetters" >> WriteDeadLetters(commit.join_uri(self._run_dir, ERRORS_DIR))
+        counted = (
+            (refs | "CountTracks" >> beam.combiners.Count.Globally(),
+             early_dead | "CountEarly" >> beam.combiners.Count.Globally())
+            | "InputCounts" >> beam.Flatten()
+            | "AsInput" >> beam.Map(lambda n: ("input", n))
+        )
+        items = (
+            written.items,
+            counted,
+            dead | "TagDead" >> beam.Map(lambda d: ("dead", d)),
+            dead_files | "TagFiles" >> beam.Map(lambda f: ("dead_file", f"{ERRORS_DIR}/{f['file']}")),
+        )
+        return (
+            items
+            | "AllItems" >> beam.Flatten()
             | "Summarize" >> beam.CombineGlobally(_SummaryFn())
-            | "WriteSummary" >> beam.Map(lambda s: write_json_atomic(summary_path, s) or summary_path)
+            | "WriteSummary" >> beam.Map(_write_summary, beam.pvalue.AsSingleton(vocab),
+                                         path=commit.join_uri(self._run_dir, commit.SUMMARY_FILE))
         )
-        errors = results[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(self._staging)
-        return summary, errors
+
+
+def build_pipeline(pipeline: beam.Pipeline, job: FeaturizeJob):
+    """Add the featurize graph for ``job`` to ``pipeline``; returns the summary-path PCollection.
+
+    The graph's size does not depend on the number of inputs: patterns or the manifest path are
+    its only data.
+    """
+    inputs = pipeline | "Inputs" >> ReadTrackRefs(patterns=job.patterns, manifest=job.manifest, exclude=[job.output],
+                                                  sample=job.sample, limit=job.limit)
+    refs = inputs["refs"] | "AssignSplit" >> beam.Map(with_split, job.fractions)
+    return {"refs": refs, DEAD_LETTERS: inputs[DEAD_LETTERS]} | "Featurize" >> FeaturizeShards(
+        run_dir=job.run_dir, fmt=job.fmt, params=job.params, labels=job.labels, num_shards=job.num_shards,
+        limits=job.limits)
 
 
 # Launcher --------------------------------------------------------------------------------------
-def _write_plan(plan: dict[str, list[list[TrackRef]]], staging: str) -> list[dict[str, Any]]:
-    tasks = []
-    for split, shards in plan.items():
-        for index, refs in enumerate(shards):
-            path = join_uri(staging, "plan", f"{split}-{index:05d}.json")
-            with fsspec.open(path, "w") as f:
-                json.dump([r.to_dict() for r in refs], f)
-            tasks.append({"split": split, "index": index, "num_shards": len(shards), "plan": path})
-    return tasks
+def _committed_run(output: str) -> str:
+    try:
+        return read_metadata(output).run_id
+    except (FileNotFoundError, ValueError, KeyError):
+        return ""
 
 
-def _shard_names(plan: dict[str, list[list[TrackRef]]], fmt: str) -> dict[str, list[str]]:
-    return {split: [shard_name(split, i, len(shards), fmt=fmt) for i in range(len(shards))] for split, shards in plan.items()}
+_LEGACY_SHARD = "|".join(f"{s}-\\d{{5}}-of-\\d{{5}}" for s in SPLITS)
 
 
-def _old_outputs(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
-    """Files of a previous featurize run in ``root`` (shards and dead letters), fsspec paths."""
-    old = []
-    for split in SPLITS:
-        for suffix in SHARD_SUFFIX.values():
-            old += fs.glob(f"{root}/{split}-?????-of-?????{suffix}")
-    old += fs.glob(f"{root}/{ERRORS_DIR}/dead_letters-*.jsonl")
-    return old
+def remove_legacy_outputs(output: str) -> None:
+    """Remove files of runs made before run folders: ``_staging-*`` folders of killed runs, and
+    shards and ``errors/`` directly in the output folder (listed and matched by name, no glob)."""
+    import re
+
+    fs, root = fsspec.core.url_to_fs(output)
+    suffixes = "|".join(re.escape(s) for s in SHARD_SUFFIX.values())
+    shard = re.compile(f"^(?:{_LEGACY_SHARD})(?:{suffixes})$")
+    try:
+        entries = fs.ls(root, detail=True)
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        is_dir = entry.get("type") == "directory"
+        if (is_dir and name.startswith("_staging-")) or (not is_dir and shard.match(name)):
+            commit.remove_path(commit.join_uri(output, name))
+        elif is_dir and name == ERRORS_DIR:
+            inside = [p.rsplit("/", 1)[-1] for p in fs.ls(entry["name"], detail=False)]
+            if all(n.startswith("dead_letters-") and n.endswith(".jsonl") for n in inside):
+                commit.remove_path(commit.join_uri(output, name))
 
 
-def _finalize(job: _Job, staging: str, shards: dict[str, list[str]], summary: dict[str, Any],
-              extra: dict[str, Any]) -> DatasetMetadata:
-    """Replace the previous output with the staged one; metadata.json last."""
-    fs, root = fsspec.core.url_to_fs(job.output)
-    _, staged = fsspec.core.url_to_fs(staging)
+def _check_summary(job: FeaturizeJob, summary: dict[str, Any]) -> None:
+    inputs, done, failed = summary["inputs"], summary["featurized"], summary["failed"]
+    where = commit.join_uri(job.run_dir, ERRORS_DIR)
+    if inputs == 0:
+        raise TooManyFailuresError("no input: the patterns or manifest matched no file; nothing committed")
+    if done + failed != inputs:
+        raise TooManyFailuresError(
+            f"accounting error: {inputs} inputs but {done} featurized + {failed} dead letters; nothing committed")
+    if failed / inputs > job.max_error_fraction:
+        raise TooManyFailuresError(
+            f"{failed} of {inputs} inputs failed ({failed / inputs:.1%}), more than --max-error-fraction "
+            f"{job.max_error_fraction:g}; nothing committed, the previous dataset is unchanged; "
+            f"dead letters of this run: {where}/")
+    if done == 0:
+        raise TooManyFailuresError(f"no input was featurized; nothing committed; dead letters: {where}/")
+
+
+def _metadata(job: FeaturizeJob, summary: dict[str, Any], extra: dict[str, Any]) -> DatasetMetadata:
     counts = {split: {"tracks": 0, "segments": 0, "seconds": 0.0, "by_label": {}} for split in SPLITS}
     counts.update(summary["counts"])
     for s in counts.values():
         s["seconds"] = round(s["seconds"], 3)
         for c in s["by_label"].values():
             c["seconds"] = round(c["seconds"], 3)
-    metadata = DatasetMetadata(
+    folder = commit.RUN_PREFIX + job.run_id
+    return DatasetMetadata(
         spectrogram=job.params,
-        labels=job.labels,
-        format=job.args.format,
-        shards=shards,
+        labels=list(summary["labels"]),
+        format=job.fmt,
         counts=counts,
-        inputs={"matched": len(job.refs), "featurized": summary["featurized"], "failed": summary["failed"]},
+        inputs={"matched": summary["inputs"], "featurized": summary["featurized"], "failed": summary["failed"]},
         failures=dict(sorted(summary["failures"].items())),
         extra=extra,
+        run_id=job.run_id,
+        num_shards={s: summary["num_shards"][s] for s in SPLITS if summary["num_shards"].get(s)},
+        dead_letters=[f"{folder}/{name}" for name in summary["dead_letter_files"]],
     )
-    if fs.exists(f"{root}/{METADATA_FILE}"):
-        fs.rm(f"{root}/{METADATA_FILE}")
-    for path in _old_outputs(fs, root):
-        fs.rm(path)
-    for names in shards.values():
-        for name in names:
-            fs.mv(f"{staged}/{name}", f"{root}/{name}")
-    errors = f"{ERRORS_DIR}/dead_letters-00000-of-00001.jsonl"
-    fs.makedirs(f"{root}/{ERRORS_DIR}", exist_ok=True)
-    fs.mv(f"{staged}/{errors}", f"{root}/{errors}")
-    write_metadata(job.output, metadata)
-    return metadata
 
 
-def _beam_counters(result: Any) -> dict[str, int]:
+def launch(job: FeaturizeJob) -> FeaturizeResult:
+    """Run the pipeline of a checked job and commit its output (see the module docstring)."""
+    started = time.time()
+    options = pipeline_options(job.beam_args, needs_in_process=needs_in_process(
+        [*job.patterns, job.manifest or "", job.output]))
+    runner = str(options.view_as(StandardOptions).runner)
+    dry_run = is_dry_run(options)
+    logger.info("featurize: inputs %s, run %s, runner %s", job.patterns or job.manifest, job.run_dir, runner)
+    if not dry_run:
+        commit.remove_other_runs(job.output, keep=[_committed_run(job.output)])
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, job)
+    state = pipeline.run().wait_until_finish()
+    if dry_run:
+        logger.info("dry run: pipeline translated, nothing written")
+        return FeaturizeResult(job.output, None, time.time() - started, runner, job.max_error_fraction)
+    if state not in ("DONE", beam.runners.runner.PipelineState.DONE):
+        raise RuntimeError(f"pipeline ended in state {state}; nothing committed")
+    summary = commit.read_json(commit.join_uri(job.run_dir, commit.SUMMARY_FILE))
+    metadata = _metadata(job, summary, {
+        "inputs": job.patterns,
+        "manifest": job.manifest or "",
+        "split_fractions": list(job.fractions),
+        "runner": runner,
+        "elapsed_seconds": round(time.time() - started, 3),
+    })
+    outcome = FeaturizeResult(job.output, metadata, time.time() - started, runner, job.max_error_fraction)
     try:
-        counters = result.metrics().query()["counters"]
-    except Exception:  # some runners do not report metrics
-        return {}
-    out: dict[str, int] = {}
-    for c in counters:
-        if c.key.metric.namespace == METRICS_NAMESPACE:
-            value = c.committed if c.committed is not None else c.attempted
-            out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value or 0)
-    return dict(sorted(out.items()))
+        _check_summary(job, summary)
+    except TooManyFailuresError as err:
+        err.result = outcome  # type: ignore[attr-defined]
+        raise
+    write_metadata(job.output, metadata)  # the commit
+    commit.remove_other_runs(job.output, keep=[job.run_id])
+    remove_legacy_outputs(job.output)
+    return outcome
 
 
 def run(argv: Sequence[str] | None = None) -> FeaturizeResult:
@@ -499,69 +642,9 @@ def run(argv: Sequence[str] | None = None) -> FeaturizeResult:
     SystemExit
         Exit status 2 for a bad command line (before any work).
     TooManyFailuresError
-        When more than ``--max-error-fraction`` of the inputs failed; all output, including
-        ``metadata.json``, has been written.
+        When the run failed as a whole; nothing was committed.
     """
-    started = time.time()
-    job = _parse(argv)
-    args = job.args
-    in_process = needs_in_process([r.uri for r in job.refs] + [job.output])
-    options = pipeline_options(job.beam_args, needs_in_process=in_process)
-    runner = str(options.view_as(StandardOptions).runner)
-    staging = join_uri(job.output, f"{STAGING_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}")
-    plan = plan_shards(job.refs, num_shards=args.num_shards)
-    shards = _shard_names(plan, args.format)
-    logger.info(
-        "featurize: %d inputs, %d labels, shards %s, runner %s, staging %s",
-        len(job.refs), len(job.labels), {k: len(v) for k, v in shards.items()}, runner, staging,
-    )
-    dry_run = is_dry_run(options)
-    try:
-        tasks = _write_plan(plan, staging)
-        pipeline = beam.Pipeline(options=options)
-        _ = (
-            pipeline
-            | "ShardTasks" >> beam.Create(tasks, reshuffle=False)
-            | "Featurize" >> FeaturizeShards(
-                staging=staging, fmt=args.format, params=job.params, labels=job.labels, limits=job.limits
-            )
-        )
-        result = pipeline.run()
-        state = result.wait_until_finish()
-        if dry_run:
-            logger.info("dry run: pipeline translated, nothing written")
-            remove_quietly(staging)
-            return FeaturizeResult(job.output, None, {}, time.time() - started, runner, args.max_error_fraction)
-        if state not in ("DONE", beam.runners.runner.PipelineState.DONE):
-            raise RuntimeError(f"pipeline ended in state {state}")
-        with fsspec.open(join_uri(staging, SUMMARY_FILE), "r") as f:
-            summary = json.load(f)
-        if summary["featurized"] + summary["failed"] != len(job.refs):
-            raise RuntimeError(
-                f"accounting error: {len(job.refs)} inputs matched but {summary['featurized']} featurized "
-                f"+ {summary['failed']} failed; output not published"
-            )
-        extra = {
-            "inputs": args.input or [],
-            "manifest": args.manifest or "",
-            "split_fractions": [float(v) for v in args.split.split(",")],
-            "runner": runner,
-            "elapsed_seconds": round(time.time() - started, 3),
-        }
-        metadata = _finalize(job, staging, shards, summary, extra)
-    finally:
-        remove_quietly(staging)
-    outcome = FeaturizeResult(job.output, metadata, _beam_counters(result), time.time() - started, runner,
-                              args.max_error_fraction)
-    failed, matched = metadata.inputs["failed"], metadata.inputs["matched"]
-    if matched and failed / matched > args.max_error_fraction:
-        err = TooManyFailuresError(
-            f"{failed} of {matched} inputs failed ({failed / matched:.1%}), more than --max-error-fraction "
-            f"{args.max_error_fraction:g}; see {join_uri(job.output, ERRORS_DIR)}/"
-        )
-        err.result = outcome  # type: ignore[attr-defined]
-        raise err
-    return outcome
+    return launch(_parse(argv))
 
 
 def _hms(seconds: float) -> str:
@@ -588,7 +671,7 @@ def format_summary(result: FeaturizeResult) -> str:
         c = md.counts.get(split, {})
         lines.append(
             f"{split:<12}{c.get('tracks', 0):>8}{c.get('segments', 0):>10}"
-            f"{_hms(c.get('seconds', 0.0)):>13}{len(md.shards.get(split, [])):>8}"
+            f"{_hms(c.get('seconds', 0.0)):>13}{len(md.shard_names(split)):>8}"
         )
     shown = ", ".join(md.labels[:12]) + (f", ... ({len(md.labels)} in all)" if len(md.labels) > 12 else "")
     lines += ["", f"labels ({len(md.labels)}): {shown or '(none)'}"]
@@ -598,10 +681,10 @@ def format_summary(result: FeaturizeResult) -> str:
         lines.append(f"warning: no track of these labels was featurized: {', '.join(empty)}")
     if md.failures:
         reasons = ", ".join(f"{reason} {n}" for reason, n in md.failures.items())
-        lines.append(f"failures: {reasons}  (details: {join_uri(result.output, ERRORS_DIR)}/)")
-    if result.beam_metrics:
-        lines.append("beam counters: " + ", ".join(f"{k}={v}" for k, v in result.beam_metrics.items()))
-    lines.append(f"{result.elapsed_seconds:.1f} s on {result.runner}; metadata: {join_uri(result.output, METADATA_FILE)}")
+        where = commit.join_uri(result.output, commit.RUN_PREFIX + md.run_id, ERRORS_DIR)
+        lines.append(f"failures: {reasons}  (details: {where}/)")
+    lines.append(f"{result.elapsed_seconds:.1f} s on {result.runner}; "
+                 f"metadata: {commit.join_uri(result.output, METADATA_FILE)}")
     return "\n".join(lines)
 
 
@@ -610,9 +693,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run(argv)
     except TooManyFailuresError as e:
-        print(format_summary(e.result))  # type: ignore[attr-defined]
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        if getattr(e, "result", None) is not None:
+            print(format_summary(e.result))  # type: ignore[attr-defined]
+        return report_error("genreflow featurize", e, status=1)
     print(format_summary(result))
     return 0
 

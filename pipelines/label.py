@@ -7,18 +7,30 @@
 
 The pipeline, as it reads::
 
-    tracks --SkipLabeled--> AudioToLogMel --segments--> RunInference --CoGroupByKey(track)--> rows
-              |                 |                          |                                  |
-           skipped        dead letters          failed batches -> dead letters       part-*.parquet
+    ReadTrackRefs --CoGroupByKey(track_id) with earlier labels--> AudioToLogMel --segments--> RunInference
+         |                        |                                   |                         |
+    dead letters               skipped                           dead letters     failed batches -> dead letters
+                                                                                                |
+        part-*.parquet <--GroupIntoShards-- rows <--CoGroupByKey(track)-------------------------+
+        _errors/dead_letters-*.jsonl, _summary.json (counts computed from the PCollections)
+
+Everything that grows with the catalog happens on workers: matching the patterns or reading the
+manifest, the skip-labeled join against earlier partitions, sharding, counting and the dead letters.
+The launcher parses options, checks the model dir, submits the graph, reads the run's small
+``_summary.json`` and commits.
 
 Spectrograms are computed with the parameters in the model dir's ``model.json`` (there are no
 spectrogram flags: training and serving cannot disagree).  ``--features DIR`` labels featurize
 shards instead of audio, after checking that their ``metadata.json`` parameters equal the model's.
 
-Output: ``OUTPUT/run_date=YYYY-MM-DD/part-*.parquet`` (or ``.jsonl``), ``_run.json`` and
-``_errors/``, written to ``OUTPUT/_staging/...`` and published with one atomic rename
-(:mod:`transforms.label_store`).  Every input is labeled, skipped or dead-lettered:
-``inputs = labeled + skipped + dead_letters`` in ``_run.json``.
+Output (:mod:`transforms.label_store`)::
+
+    OUTPUT/run_date=D/run_id=<id>/part-0000i-of-0000N.parquet (or .jsonl), _errors/, _summary.json
+    OUTPUT/run_date=D/_run.json      the commit: written last, lists the run's files
+
+Every input is labeled, skipped or dead-lettered: ``inputs = labeled + skipped + dead_letters``.  A
+run whose accounting does not balance, that has no inputs, or whose dead letters exceed
+``--max-error-fraction`` commits nothing: the date's previous ``_run.json`` and its files stay.
 """
 
 from __future__ import annotations
@@ -31,20 +43,28 @@ import json
 import logging
 import sys
 import time
-import uuid
 from typing import Any, Iterable, Iterator, Sequence
 
 import apache_beam as beam
 import fsspec
 import numpy as np
-from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.utils import shared
 
-from pipelines.options import add_limit_args, is_dry_run, limits_from_args, needs_in_process, pipeline_options
+from pipelines.options import (add_limit_args, check_job_args, is_dry_run, limits_from_args, needs_in_process,
+                               parse_job_args, pipeline_options)
 from transforms import label_store
-from transforms.beam_audio import METRICS_NAMESPACE, AudioToLogMel, ReadLimits, TrackFeatures
+from transforms.beam_audio import AudioToLogMel, ReadLimits, TrackFeatures
+from transforms.commit import (
+    RUN_PREFIX,
+    SUMMARY_FILE,
+    join_uri,
+    new_run_id,
+    read_json,
+    remove_other_runs,
+    run_folder,
+    write_json_atomic,
+)
 from transforms.deadletters import DeadLetter
 from transforms.inference import (
     aggregate_track,
@@ -52,9 +72,9 @@ from transforms.inference import (
     load_model_card,
     stack_segment_predictions,
 )
-from transforms.metadata import ModelCard, read_metadata, utc_now, write_json_atomic
-from transforms.shards import remove_quietly, write_dead_letters
-from transforms.sources import TrackRef, expand_inputs, file_fingerprint, read_manifest, refs_from_uris
+from transforms.metadata import ModelCard, read_metadata, utc_now
+from transforms.shards import GroupIntoShards, WriteDeadLetters
+from transforms.sources import ReadTrackRefs, TrackRef, check_manifest_header, check_patterns, in_sample
 from transforms.spec import (
     FEATURE_LABEL,
     FEATURE_MEL,
@@ -64,14 +84,40 @@ from transforms.spec import (
     FEATURE_URI,
 )
 
-__all__ = ["build_parser", "select_inputs", "label_row", "LabelTracks", "LabelJob", "prepare", "launch", "run", "main"]
+__all__ = [
+    "build_parser",
+    "label_row",
+    "split_labeled",
+    "shard_tracks",
+    "feature_files",
+    "SkipLabeled",
+    "ReadFeatureTracks",
+    "WriteLabelRows",
+    "build_pipeline",
+    "summarize",
+    "LabelTracks",
+    "LabelJob",
+    "LabelRunError",
+    "prepare",
+    "launch",
+    "run",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
 SKIPPED = "skipped"
-FINGERPRINTS = "fingerprints"
 DEAD_LETTERS = "dead_letters"
-DEAD_LETTER_FILE = "dead_letters-00000-of-00001.jsonl"
+DEFAULT_MIN_BATCH_SIZE = 32
+DEFAULT_MAX_ERROR_FRACTION = 0.1
+#: Label rows per part file when ``--num-shards`` is 0 (about 20-60 MB of Parquet with embeddings).
+ROWS_PER_PART = 100_000
+#: Prefix of the ``listing`` of a track read from featurize shards: a hash of its log-mel segments.
+CONTENT_FINGERPRINT = "content:"
+
+
+class LabelRunError(RuntimeError):
+    """The pipeline ran but its output is not committed (no inputs, too many failures, bad accounting)."""
 
 
 # Options -----------------------------------------------------------------------------------------
@@ -84,15 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src = p.add_argument_group("input (one of)")
     src.add_argument("--input", action="append", default=[], metavar="GLOB",
-                     help="audio files to label: glob on local disk, gs://, s3:// (** for any depth); repeatable")
-    src.add_argument("--manifest", help="CSV or JSON Lines file with a 'uri' column (optional track_id)")
+                     help="audio files to label: glob on local disk, gs://, s3:// (** for any depth); repeatable. "
+                          "Matched inside the pipeline; the track id is the path below the pattern's fixed folders")
+    src.add_argument("--manifest", help="CSV, JSON Lines or Parquet file (or a glob of them) with a 'uri' column "
+                                        "(optional track_id, listing); read inside the pipeline")
     src.add_argument("--features", metavar="DIR",
                      help="label featurize output (shards + metadata.json) instead of audio; its spectrogram "
                           "parameters must equal the model's")
     p.add_argument("--model-dir", "--model_dir", required=True,
                    help="model dir with the .keras file and model.json (labels, spectrogram parameters)")
     p.add_argument("--output", required=True,
-                   help="output dir; rows go to OUTPUT/run_date=YYYY-MM-DD/")
+                   help="output dir; rows go to OUTPUT/run_date=YYYY-MM-DD/run_id=<id>/, committed by "
+                        "OUTPUT/run_date=YYYY-MM-DD/_run.json")
     p.add_argument("--run-date", "--run_date", default=None,
                    help="partition date YYYY-MM-DD (default: today, UTC); rerunning a date replaces it")
     p.add_argument("--format", choices=tuple(label_store.FORMATS), default="parquet",
@@ -100,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-labeled", "--skip_labeled", dest="skip_labeled", action=argparse.BooleanOptionalAction,
                    default=True,
                    help="skip tracks that an earlier partition labeled with the same model version and the same "
-                        "file fingerprint (default on; --no-skip-labeled relabels everything)")
+                        "file version (listing fingerprint) (default on; --no-skip-labeled relabels everything)")
     p.add_argument("--top-k", "--top_k", type=int, default=3, help="genres in the top_k column (default 3)")
     p.add_argument("--embeddings", action="store_true",
                    help="add the per-track mean of the model's embedding layer (model.json embedding_layer)")
@@ -114,45 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "process (for models that do not fit once per core)")
     p.add_argument("--model-copies", "--model_copies", type=int, default=None,
                    help="exact number of model copies per machine (shared across processes)")
-    p.add_argument("--limit", type=int, default=None, help="label at most N inputs (smoke runs; after --sample)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="label at most N inputs: the N smallest track ids, after --sample (smoke runs; audio only)")
     p.add_argument("--sample", type=float, default=None, metavar="FRACTION",
                    help="label a deterministic pseudo-random FRACTION of the inputs (hash of the track id)")
     p.add_argument("--num-shards", "--num_shards", type=int, default=0,
-                   help="output files per partition (default 0: let the runner decide)")
+                   help=f"part files per run (default 0: one per {ROWS_PER_PART:,} labeled rows, at least one)")
+    p.add_argument("--max-error-fraction", "--max_error_fraction", type=float, default=DEFAULT_MAX_ERROR_FRACTION,
+                   help="commit nothing and exit 1 when more than this fraction of the inputs became dead letters "
+                        f"(default {DEFAULT_MAX_ERROR_FRACTION}); the date's previous partition stays")
     add_limit_args(p)
     return p
-
-
-DEFAULT_MIN_BATCH_SIZE = 32
-
-
-def _in_sample(track_id: str, fraction: float) -> bool:
-    digest = hashlib.sha256(track_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
-
-
-def select_inputs(refs: Sequence[TrackRef], *, sample: float | None = None, limit: int | None = None) -> list[TrackRef]:
-    """``--sample`` then ``--limit``: the same tracks on every run (hash of the track id, then order).
-
-    Parameters
-    ----------
-    refs : sequence of TrackRef
-    sample : float, optional
-        Keep a track when the first 8 bytes of ``sha256(track_id)``, as a fraction of 2**64, are
-        below ``sample``.
-    limit : int, optional
-        Keep the first ``limit`` tracks (in ``refs`` order) after sampling.
-    """
-    out = list(refs)
-    if sample is not None:
-        if not 0.0 < sample <= 1.0:
-            raise ValueError(f"--sample must be in (0, 1], got {sample}")
-        out = [r for r in out if _in_sample(r.track_id, sample)]
-    if limit is not None:
-        if limit < 0:
-            raise ValueError(f"--limit must be >= 0, got {limit}")
-        out = out[:limit]
-    return out
 
 
 # Plain functions the DoFns call ------------------------------------------------------------------
@@ -196,44 +217,51 @@ def label_row(
     return row
 
 
-class _SkipLabeledFn(beam.DoFn):
-    """TrackRef or TrackFeatures -> itself (to label), ``skipped`` (track id) and ``fingerprints``.
 
-    The index of already-labeled tracks is read once per worker process (``shared.Shared``) from the
-    output dir's partitions before the run date.
+def split_labeled(
+    track_id: str, inputs: Iterable[TrackRef | TrackFeatures], labeled: Iterable[str]
+) -> tuple[list[TrackRef | TrackFeatures], list[str]]:
+    """One key of the skip join: which inputs to label and which track ids to skip.
+
+    Parameters
+    ----------
+    track_id : str
+    inputs : iterable of TrackRef or TrackFeatures
+        This run's inputs with that id (one after de-duplication; none when only history has it).
+    labeled : iterable of str
+        Fingerprints that earlier partitions recorded for the id with this model version.
+
+    Returns
+    -------
+    (to_label, skipped_ids)
+        An input is skipped when its ``listing`` is known (not empty) and equals one of ``labeled``.
     """
+    done = set(labeled)
+    todo, skipped = [], []
+    for item in inputs:
+        listing = item.ref.listing if isinstance(item, TrackFeatures) else item.listing
+        if listing and listing in done:
+            skipped.append(track_id)
+        else:
+            todo.append(item)
+    return todo, skipped
 
-    def __init__(self, *, output_dir: str, model_version: str, run_date: str, enabled: bool) -> None:
-        self._output_dir = output_dir
-        self._model_version = model_version
-        self._run_date = run_date
-        self._enabled = enabled
-        self._shared = shared.Shared()
-        self._index = None
-        self._inputs = Metrics.counter(METRICS_NAMESPACE, "label_inputs")
-        self._skipped = Metrics.counter(METRICS_NAMESPACE, "label_skipped")
 
-    def setup(self) -> None:
-        if not self._enabled:
-            return
-        key = f"{self._output_dir}|{self._model_version}|{self._run_date}"
-        self._index = self._shared.acquire(
-            lambda: label_store.LabeledIndex.load(
-                self._output_dir, model_version=self._model_version, before=self._run_date
-            ),
-            tag=key,
-        )
+def _skip_or_label(joined: tuple[str, dict[str, list]]) -> Iterator:
+    track_id, grouped = joined
+    todo, skipped = split_labeled(track_id, grouped["input"], grouped["labeled"])
+    yield from todo
+    for t in skipped:
+        yield beam.pvalue.TaggedOutput(SKIPPED, t)
 
-    def process(self, element: TrackRef | TrackFeatures) -> Iterator:
-        ref = element.ref if isinstance(element, TrackFeatures) else element
-        self._inputs.inc()
-        fingerprint = file_fingerprint(ref.uri)
-        if not fingerprint and isinstance(element, TrackFeatures):
-            fingerprint = "content:" + element.fingerprint  # audio not reachable: hash of the features
-        if self._index is not None and self._index.contains(ref.track_id, fingerprint):
-            self._skipped.inc()
-            return iter([beam.pvalue.TaggedOutput(SKIPPED, ref.track_id)])
-        return iter([beam.pvalue.TaggedOutput(FINGERPRINTS, (ref.track_id, fingerprint)), element])
+
+def _track_id_of(item: TrackRef | TrackFeatures) -> str:
+    return item.ref.track_id if isinstance(item, TrackFeatures) else item.track_id
+
+
+def _earlier_files(output_dir: str, *, before: str) -> Iterator[str]:
+    for _, uri in label_store.committed_files(output_dir, before=before):
+        yield uri
 
 
 def _segments(features: TrackFeatures) -> Iterator[tuple[tuple[str, int], np.ndarray]]:
@@ -244,6 +272,7 @@ def _segments(features: TrackFeatures) -> Iterator[tuple[tuple[str, int], np.nda
 def _track_info(features: TrackFeatures) -> tuple[str, dict[str, Any]]:
     return features.ref.track_id, {
         "uri": features.ref.uri,
+        "fingerprint": features.ref.listing,
         "n_segments": int(len(features.mels)),
         "duration_seconds": float(features.duration_seconds),
         "content_hash": features.fingerprint,
@@ -273,21 +302,20 @@ class _AssembleFn(beam.DoFn):
 
     def process(self, element: tuple[str, dict[str, list]]) -> Iterator:
         track_id, grouped = element
-        infos, preds, fails, fps = grouped["info"], grouped["pred"], grouped["fail"], grouped["fp"]
+        infos, preds, fails = grouped["info"], grouped["pred"], grouped["fail"]
         if not infos:  # failed before inference: its dead letter came from AudioToLogMel
             return iter(())
         info = infos[0]
         if fails or len(preds) != info["n_segments"]:
             reason = "inference_error" if fails else "missing_segments"
             message = fails[0] if fails else f"{len(preds)} of {info['n_segments']} segment predictions"
-            Metrics.counter(METRICS_NAMESPACE, f"failed_{reason}").inc()
             letter = DeadLetter(uri=info["uri"], stage="infer", reason=reason, message=message[:2000],
                                 track_id=track_id)
             return iter([beam.pvalue.TaggedOutput(DEAD_LETTERS, letter)])
         row = label_row(
             track_id=track_id,
             uri=info["uri"],
-            fingerprint=fps[0] if fps else "",
+            fingerprint=info["fingerprint"],
             content_hash=info["content_hash"],
             duration_seconds=info["duration_seconds"],
             predictions=preds,
@@ -299,8 +327,15 @@ class _AssembleFn(beam.DoFn):
 
 
 # Reading featurize shards ------------------------------------------------------------------------
-def _shard_rows(path: str, *, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Segment rows of one featurize shard, keyed by track id."""
+def feature_files(features_dir: str) -> Iterator[tuple[str, str]]:
+    """``(shard URI, format)`` of every shard a featurize output's ``metadata.json`` lists."""
+    md = read_metadata(features_dir)
+    for path in md.shard_paths(features_dir):
+        yield path, md.format
+
+
+def _segment_rows(path: str, *, fmt: str) -> Iterator[dict[str, Any]]:
+    """Segment rows of one featurize shard, in file order, streaming."""
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -308,41 +343,164 @@ def _shard_rows(path: str, *, fmt: str) -> Iterator[tuple[str, dict[str, Any]]]:
         from transforms.records import table_to_rows
 
         with fsspec.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
-            for batch in pf.iter_batches(batch_size=256):
-                for row in table_to_rows(pa.Table.from_batches([batch])):
-                    yield row[FEATURE_TRACK_ID], row
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=256):
+                yield from table_to_rows(pa.Table.from_batches([batch]))
     else:
         import tensorflow as tf
 
         from transforms.records import decode_example
 
         for record in tf.data.TFRecordDataset(path, compression_type="GZIP"):
-            row = decode_example(record.numpy())
-            yield row[FEATURE_TRACK_ID], row
+            yield decode_example(record.numpy())
 
 
-def _features_from_rows(
-    item: tuple[str, Iterable[dict[str, Any]]], *, sample_rate: int, segment_seconds: float
-) -> TrackFeatures:
-    """A track's segment rows (any order) -> :class:`TrackFeatures` (duration from the last segment)."""
-    track_id, rows = item
-    rows = sorted(rows, key=lambda r: r[FEATURE_SEGMENT_INDEX])
+def _features_of(rows: list[dict[str, Any]], *, sample_rate: int, segment_seconds: float) -> TrackFeatures:
     mels = np.stack([np.asarray(r[FEATURE_MEL], np.float32) for r in rows])
-    starts = [int(round(r[FEATURE_START_SECONDS] * sample_rate)) for r in rows]
     content = hashlib.blake2b(mels.tobytes(), digest_size=8).hexdigest()
+    first = rows[0]
     return TrackFeatures(
-        ref=TrackRef(uri=rows[0][FEATURE_URI], track_id=track_id, label=rows[0].get(FEATURE_LABEL, "")),
+        ref=TrackRef(uri=first[FEATURE_URI], track_id=first[FEATURE_TRACK_ID], label=first.get(FEATURE_LABEL, ""),
+                     listing=CONTENT_FINGERPRINT + content),
         mels=mels,
-        starts=starts,
+        starts=[int(round(r[FEATURE_START_SECONDS] * sample_rate)) for r in rows],
         duration_seconds=rows[-1][FEATURE_START_SECONDS] + segment_seconds,
         fingerprint=content,
     )
 
 
+def shard_tracks(
+    rows: Iterable[dict[str, Any]], *, shard: str, sample_rate: int, segment_seconds: float
+) -> Iterator[TrackFeatures | DeadLetter]:
+    """Segment rows of one shard -> one :class:`TrackFeatures` per track, holding one track at a time.
+
+    featurize writes a track's segments contiguously, in segment order, in one shard.  A track
+    whose segments are not numbered ``0, 1, 2, ...`` or that reappears later in the shard becomes a
+    ``bad_segments`` dead letter (stage ``features``) instead of a label from part of its audio.
+
+    Parameters
+    ----------
+    rows : iterable of dict
+        Decoded segment rows (:func:`transforms.records.table_to_rows`), in file order.
+    shard : str
+        The shard's URI, for messages.
+    sample_rate : int
+        Of the spectrogram parameters (segment start in samples).
+    segment_seconds : float
+        The duration is the last segment's start plus this.
+    """
+    seen: set[str] = set()
+    current: list[dict[str, Any]] = []
+    broken = ""
+
+    def finish() -> Iterator[TrackFeatures | DeadLetter]:
+        if not current:
+            return
+        track_id = current[0][FEATURE_TRACK_ID]
+        seen.add(track_id)
+        if broken:
+            yield DeadLetter(uri=current[0][FEATURE_URI], stage="features", reason="bad_segments",
+                             message=f"{shard}: {broken}", track_id=track_id)
+        else:
+            yield _features_of(current, sample_rate=sample_rate, segment_seconds=segment_seconds)
+
+    for row in rows:
+        track_id = row[FEATURE_TRACK_ID]
+        if current and track_id != current[0][FEATURE_TRACK_ID]:
+            yield from finish()
+            current, broken = [], ""
+        if not current and track_id in seen:
+            broken = f"segments of track {track_id!r} are not contiguous in the shard"
+            seen.discard(track_id)  # report the second run of rows as its own dead letter
+        expected = len(current)
+        if not broken and int(row[FEATURE_SEGMENT_INDEX]) != expected:
+            broken = f"segment {row[FEATURE_SEGMENT_INDEX]} where segment {expected} was expected"
+        current.append(row)
+    yield from finish()
+
+
+def _read_shard(item: tuple[str, str], *, sample_rate: int, segment_seconds: float) -> Iterator:
+    path, fmt = item
+    try:
+        for out in shard_tracks(_segment_rows(path, fmt=fmt), shard=path, sample_rate=sample_rate,
+                                segment_seconds=segment_seconds):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, out) if isinstance(out, DeadLetter) else out
+    except (OSError, ValueError, KeyError) as e:  # a missing or unreadable shard: its tracks are unknown
+        yield beam.pvalue.TaggedOutput(
+            DEAD_LETTERS, DeadLetter(uri=path, stage="features", reason="unreadable_shard",
+                                     message=f"{type(e).__name__}: {e}"))
+
+
+class ReadFeatureTracks(beam.PTransform):
+    """``--features DIR`` -> ``{"tracks": TrackFeatures, "dead_letters": DeadLetter}``, in the pipeline.
+
+    The shard list comes from ``DIR/metadata.json``, read by a worker; each shard is streamed by one
+    worker into tracks (:func:`shard_tracks`): no shuffle of segments.
+    """
+
+    def __init__(self, *, features_dir: str, sample_rate: int, segment_seconds: float,
+                 sample: float | None = None) -> None:
+        super().__init__()
+        self._dir = features_dir
+        self._sr, self._seg = sample_rate, segment_seconds
+        self._sample = sample
+
+    def expand(self, pbegin):
+        read = (
+            pbegin
+            | "FeaturesDir" >> beam.Create([self._dir])
+            | "ShardFiles" >> beam.FlatMap(feature_files)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "ReadShards" >> beam.FlatMap(_read_shard, sample_rate=self._sr, segment_seconds=self._seg)
+            .with_outputs(DEAD_LETTERS, main="tracks")
+        )
+        tracks = read.tracks
+        if self._sample is not None:
+            tracks = tracks | "Sample" >> beam.Filter(lambda t, s=self._sample: in_sample(t.ref.track_id, s))
+        return {"tracks": tracks, DEAD_LETTERS: read[DEAD_LETTERS]}
+
+
 # The pipeline ------------------------------------------------------------------------------------
+class SkipLabeled(beam.PTransform):
+    """Tracks -> ``{"todo": tracks to label, "skipped": track ids}``: a join with earlier partitions.
+
+    The committed partitions dated before ``run_date`` are listed by one worker (from their
+    ``_run.json``), their part files spread over workers and read for ``track_id``, ``fingerprint``
+    and ``model_version`` only (:func:`transforms.label_store.labeled_keys`); the
+    ``(track_id, fingerprint)`` pairs of ``model_version`` are co-grouped with the tracks by track
+    id (:func:`split_labeled`).  No worker holds more than one track's history.
+
+    Parameters
+    ----------
+    output_dir : str
+        The label job's output dir.
+    run_date : str
+        ``YYYY-MM-DD``; partitions on or after it are not read, so a rerun sees what the first run saw.
+    model_version : str
+        Only rows this model labeled count.
+    """
+
+    def __init__(self, *, output_dir: str, run_date: str, model_version: str) -> None:
+        super().__init__()
+        self._output_dir, self._run_date, self._model_version = output_dir, run_date, model_version
+
+    def expand(self, tracks):
+        earlier = (
+            tracks.pipeline
+            | "Output" >> beam.Create([self._output_dir])
+            | "EarlierFiles" >> beam.FlatMap(_earlier_files, before=self._run_date)
+            | "SpreadEarlierFiles" >> beam.Reshuffle()
+            | "LabeledKeys" >> beam.FlatMap(label_store.labeled_keys, model_version=self._model_version)
+        )
+        checked = (
+            {"input": tracks | "ByTrackId" >> beam.Map(lambda t: (_track_id_of(t), t)), "labeled": earlier}
+            | "JoinEarlier" >> beam.CoGroupByKey()
+            | "Split" >> beam.FlatMap(_skip_or_label).with_outputs(SKIPPED, main="todo")
+        )
+        return {"todo": checked.todo, SKIPPED: checked[SKIPPED]}
+
+
 class LabelTracks(beam.PTransform):
-    """Tracks to label -> tagged outputs ``rows`` (dicts), ``dead_letters`` and ``skipped`` (track ids).
+    """Tracks to label -> ``rows`` (dicts), ``dead_letters``, ``skipped`` (track ids), ``segments`` (ints).
 
     Parameters
     ----------
@@ -352,6 +510,7 @@ class LabelTracks(beam.PTransform):
     output_dir : str
         Where earlier partitions are (for ``skip_labeled``).
     run_date : str
+        Partitions dated before it are the history of the skip join.
     labeled_at : datetime.datetime
     skip_labeled, embeddings : bool
     top_k, min_batch_size, max_batch_size : int
@@ -362,6 +521,8 @@ class LabelTracks(beam.PTransform):
         :class:`TrackRef`.
     limits : ReadLimits
         Per-input size and duration bounds for the audio path.
+
+    With ``skip_labeled``, tracks go through :class:`SkipLabeled` first.
     """
 
     def __init__(self, *, model_dir: str, card: ModelCard, output_dir: str, run_date: str,
@@ -385,14 +546,16 @@ class LabelTracks(beam.PTransform):
         self._limits = limits
 
     def expand(self, tracks):
-        checked = tracks | "SkipLabeled" >> beam.ParDo(
-            _SkipLabeledFn(output_dir=self._output_dir, model_version=self._card.model_version,
-                           run_date=self._run_date, enabled=self._skip)
-        ).with_outputs(SKIPPED, FINGERPRINTS, main="todo")
-        if self._from_features:
-            features, audio_dead = checked.todo, None
+        if self._skip:
+            checked = tracks | "SkipLabeled" >> SkipLabeled(
+                output_dir=self._output_dir, run_date=self._run_date, model_version=self._card.model_version)
+            todo, skipped = checked["todo"], checked[SKIPPED]
         else:
-            audio = checked.todo | "AudioToLogMel" >> AudioToLogMel(params=self._card.spectrogram, limits=self._limits)
+            todo, skipped = tracks, tracks.pipeline | "NoneSkipped" >> beam.Create([])
+        if self._from_features:
+            features, audio_dead = todo, None
+        else:
+            audio = todo | "AudioToLogMel" >> AudioToLogMel(params=self._card.spectrogram, limits=self._limits)
             features, audio_dead = audio.features, audio.dead_letters
 
         handler = keyed_model_handler(
@@ -410,7 +573,6 @@ class LabelTracks(beam.PTransform):
                 "info": features | "TrackInfo" >> beam.Map(_track_info),
                 "pred": predictions | "ByTrack" >> beam.Map(_prediction_by_track),
                 "fail": failed.failed_inferences | "FailedTracks" >> beam.FlatMap(_failed_batch_tracks),
-                "fp": checked[FINGERPRINTS],
             }
             | "JoinTrack" >> beam.CoGroupByKey()
         )
@@ -421,76 +583,201 @@ class LabelTracks(beam.PTransform):
         return {
             "rows": assembled.rows,
             DEAD_LETTERS: tuple(dead) | "AllDeadLetters" >> beam.Flatten(),
-            SKIPPED: checked[SKIPPED],
+            SKIPPED: skipped,
+            "segments": features | "SegmentCount" >> beam.Map(lambda f: int(len(f.mels))),
         }
 
 
-def _write_rows(rows, *, staging: str, fmt: str, embeddings: bool, num_shards: int):
-    prefix = label_store.join_uri(staging, label_store.PART_PREFIX)
-    suffix = label_store.FORMATS[fmt]
-    if fmt == "parquet":
-        return rows | "WriteParquet" >> beam.io.WriteToParquet(
-            prefix, label_store.label_schema(embeddings=embeddings), codec="zstd",
-            file_name_suffix=suffix, num_shards=num_shards,
+def _write_part_shard(shard: tuple[tuple[str, int, int], list[dict]], *, folder: str, fmt: str,
+                      embeddings: bool) -> dict[str, Any]:
+    (_, index, n), rows = shard
+    name = label_store.part_name(index, n, fmt=fmt)
+    return {"file": name, "count": label_store.write_part(join_uri(folder, name), rows, fmt=fmt,
+                                                          embeddings=embeddings)}
+
+
+class WriteLabelRows(beam.PTransform):
+    """Label rows -> ``FOLDER/part-0000i-of-0000N.<fmt>``, one file per shard (hash of the track id).
+
+    Returns one ``{"file": name, "count": rows}`` per file; there is at least one file (empty when
+    nothing was labeled), so a reader never meets a committed run without parts.
+    """
+
+    def __init__(self, folder: str, *, fmt: str, embeddings: bool, num_shards: int = 0,
+                 rows_per_part: int = ROWS_PER_PART) -> None:
+        super().__init__()
+        self._folder, self._fmt, self._embeddings = folder, fmt, embeddings
+        self._num_shards, self._per_part = num_shards, rows_per_part
+
+    def expand(self, rows):
+        return (
+            rows
+            | "ShardRows" >> GroupIntoShards(id_fn=lambda r: r["track_id"], num_shards=self._num_shards,
+                                             per_shard=self._per_part, groups=[""], minimum=1)
+            | "WriteParts" >> beam.Map(_write_part_shard, folder=self._folder, fmt=self._fmt,
+                                       embeddings=self._embeddings)
         )
-    return (
-        rows
-        | "ToJson" >> beam.Map(label_store.row_to_json)
-        | "WriteJsonl" >> beam.io.WriteToText(prefix, file_name_suffix=suffix, num_shards=num_shards)
+
+
+def summarize(
+    *,
+    inputs: int,
+    skipped: int,
+    segments: int,
+    parts: Sequence[dict[str, Any]],
+    letter_files: Sequence[dict[str, Any]],
+    reasons: Iterable[tuple[str, int]],
+) -> dict[str, Any]:
+    """The run's ``_summary.json``: counts computed from the pipeline's data and the files it wrote.
+
+    Parameters
+    ----------
+    inputs, skipped, segments : int
+        Counts of the input, skipped and segment PCollections.
+    parts, letter_files : sequence of dict
+        ``{"file", "count"}`` per part file and per dead-letter file written.
+    reasons : iterable of (str, int)
+        Dead letters per reason.
+
+    ``labeled`` and ``dead_letters`` are the rows in the files written; ``balanced`` says whether
+    ``inputs == labeled + skipped + dead_letters`` and the reasons add up to the dead letters.
+    """
+    failures = dict(sorted(reasons))
+    labeled = sum(int(p["count"]) for p in parts)
+    dead = sum(int(d["count"]) for d in letter_files)
+    return {
+        "counts": {
+            "inputs": int(inputs),
+            "labeled": labeled,
+            "skipped": int(skipped),
+            "dead_letters": dead,
+            "segments": int(segments),
+            "balanced": inputs == labeled + skipped + dead and sum(failures.values()) == dead,
+        },
+        "failures": failures,
+        "files": {
+            "rows": sorted(p["file"] for p in parts),
+            "dead_letters": sorted(join_uri(label_store.ERRORS_DIR, d["file"]) for d in letter_files),
+        },
+    }
+
+
+class _Tally(beam.CombineFn):
+    """``(kind, value)`` events -> everything :func:`summarize` needs, in one combine.
+
+    Kinds: ``inputs``, ``skipped``, ``segments`` (added up), ``reason`` (dead letters counted per
+    reason), ``part`` and ``letter_file`` (the ``{"file", "count"}`` of each file written, listed).
+    """
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return {"inputs": 0, "skipped": 0, "segments": 0, "reasons": {}, "parts": [], "letter_files": []}
+
+    def add_input(self, acc: dict[str, Any], event: tuple[str, Any]) -> dict[str, Any]:
+        kind, value = event
+        if kind == "reason":
+            acc["reasons"][value] = acc["reasons"].get(value, 0) + 1
+        elif kind == "part":
+            acc["parts"].append(value)
+        elif kind == "letter_file":
+            acc["letter_files"].append(value)
+        else:
+            acc[kind] += int(value)
+        return acc
+
+    def merge_accumulators(self, accumulators: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        out = self.create_accumulator()
+        for acc in accumulators:
+            for key in ("inputs", "skipped", "segments"):
+                out[key] += acc[key]
+            for reason, n in acc["reasons"].items():
+                out["reasons"][reason] = out["reasons"].get(reason, 0) + n
+            out["parts"] += acc["parts"]
+            out["letter_files"] += acc["letter_files"]
+        return out
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        return acc
+
+
+def _write_summary(tally: dict[str, Any], *, folder: str) -> dict[str, Any]:
+    summary = summarize(inputs=tally["inputs"], skipped=tally["skipped"], segments=tally["segments"],
+                        parts=tally["parts"], letter_files=tally["letter_files"], reasons=tally["reasons"].items())
+    write_json_atomic(join_uri(folder, SUMMARY_FILE), summary)
+    return summary
+
+
+def _event(kind: str, value_fn=None):
+    return beam.Map(lambda x, k=kind, f=value_fn: (k, f(x) if f else 1))
+
+
+def build_pipeline(p: beam.Pipeline, job: "LabelJob", *, folder: str, labeled_at: datetime.datetime) -> None:
+    """Add the whole label job to ``p``: read, skip, label, write parts, dead letters and ``_summary.json``."""
+    args, card = job.args, job.card
+    if args.features:
+        read = p | "ReadFeatures" >> ReadFeatureTracks(
+            features_dir=args.features, sample_rate=card.spectrogram.sample_rate,
+            segment_seconds=card.spectrogram.segment_seconds, sample=args.sample)
+        tracks = read["tracks"]
+    else:
+        read = p | "ReadInputs" >> ReadTrackRefs(patterns=args.input, manifest=args.manifest, exclude=[args.output],
+                                                 sample=args.sample, limit=args.limit)
+        tracks = read["refs"]
+    out = tracks | "Label" >> LabelTracks(
+        model_dir=args.model_dir, card=card, output_dir=args.output, run_date=job.run_date,
+        labeled_at=labeled_at, skip_labeled=args.skip_labeled, embeddings=args.embeddings,
+        top_k=args.top_k, min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
+        large_model=args.large_model, model_copies=args.model_copies, from_features=bool(args.features),
+        limits=limits_from_args(args),
+    )
+    parts = out["rows"] | "WriteRows" >> WriteLabelRows(folder, fmt=args.format, embeddings=args.embeddings,
+                                                        num_shards=args.num_shards)
+    letters = (read[DEAD_LETTERS], out[DEAD_LETTERS]) | "EveryDeadLetter" >> beam.Flatten()
+    letter_files = letters | "WriteDeadLetters" >> WriteDeadLetters(join_uri(folder, label_store.ERRORS_DIR))
+    events = (
+        tracks | "InputEvents" >> _event("inputs"),
+        read[DEAD_LETTERS] | "FailedInputEvents" >> _event("inputs"),
+        out[SKIPPED] | "SkippedEvents" >> _event("skipped"),
+        out["segments"] | "SegmentEvents" >> _event("segments", int),
+        letters | "ReasonEvents" >> _event("reason", lambda d: d.reason),
+        parts | "PartEvents" >> _event("part", dict),
+        letter_files | "LetterFileEvents" >> _event("letter_file", dict),
+    )
+    _ = (
+        events
+        | "AllEvents" >> beam.Flatten()
+        | "Tally" >> beam.CombineGlobally(_Tally()).without_defaults()
+        | "WriteSummary" >> beam.Map(_write_summary, folder=folder)
     )
 
 
-def _write_dead_letters(letters: list[DeadLetter], path: str) -> int:
-    write_dead_letters(path, letters)
-    return len(letters)
-
-
 # Launcher ----------------------------------------------------------------------------------------
-def _metric_counters(result: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    try:
-        for c in result.metrics().query(MetricsFilter())["counters"]:
-            out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(c.committed or c.attempted or 0)
-    except Exception as e:  # metrics are a report, not a result
-        logger.warning("could not read Beam metrics: %s", e)
-    return out
-
-
-def _metric_distributions(result: Any) -> dict[str, dict[str, float]]:
-    out = {}
+def _inference_timing(result: Any) -> dict[str, float]:
+    """Summed model time from RunInference's latency metric: a report only (counts never come from metrics)."""
     try:
         for d in result.metrics().query(MetricsFilter())["distributions"]:
             v = d.committed or d.attempted
-            if v is not None and v.count:
-                out[d.key.metric.name] = {"count": v.count, "sum": v.sum, "min": v.min, "max": v.max}
-    except Exception as e:
+            if d.key.metric.name == "inference_batch_latency_micro_secs" and v is not None and v.count:
+                return {"inference_seconds": round(v.sum / 1e6, 3), "inference_batches": v.count}
+    except Exception as e:  # some runners report no metrics
         logger.warning("could not read Beam metrics: %s", e)
-    return out
-
-
-def _read_dead_letters(path: str) -> list[DeadLetter]:
-    fs, p = fsspec.core.url_to_fs(path)
-    if not fs.exists(p):
-        return []
-    with fs.open(p, "r") as f:
-        return [DeadLetter.from_json(line) for line in f if line.strip()]
+    return {"inference_seconds": 0.0, "inference_batches": 0}
 
 
 @dataclasses.dataclass
 class LabelJob:
-    """Everything :func:`prepare` checked before any work: options, model card, inputs."""
+    """Everything :func:`prepare` checked before any work: options and the model card (no inputs)."""
 
     args: argparse.Namespace
     beam_args: list[str]
     card: ModelCard
     run_date: str
-    refs: list[TrackRef]
-    feature_files: list[str]
-    feature_format: str = ""
 
 
 def prepare(argv: Sequence[str] | None = None) -> LabelJob:
-    """Parse options and check the model dir, ``--features`` data and inputs; nothing is written.
+    """Parse options and check the model dir, ``--features`` parameters and input locations; nothing is written.
+
+    The inputs themselves are matched or read in the pipeline; here each pattern's fixed base folder
+    must exist, and a manifest must have a ``uri`` column (one header read).
 
     Raises
     ------
@@ -499,10 +786,12 @@ def prepare(argv: Sequence[str] | None = None) -> LabelJob:
     FileNotFoundError, transforms.inference.ModelDirError, transforms.spec.ParameterMismatchError,
     ValueError
         For a model dir without ``model.json`` or with an unusable one, ``--features`` data whose
-        spectrogram parameters differ from the model's, a bad run date, or inputs that match nothing.
+        spectrogram parameters differ from the model's, a bad run date, a pattern whose base folder
+        does not exist or a manifest without a ``uri`` column.
     """
     parser = build_parser()
-    args, beam_args = parser.parse_known_args(argv)
+    args, beam_args = parse_job_args(parser, argv)
+    check_job_args(parser, args)
     if sum([bool(args.input), bool(args.manifest), bool(args.features)]) != 1:
         parser.error("give exactly one of --input, --manifest or --features")
     if args.top_k < 1:
@@ -514,6 +803,14 @@ def prepare(argv: Sequence[str] | None = None) -> LabelJob:
                      f"{args.max_batch_size}")
     if args.features and args.limit is not None:
         parser.error("--limit applies to audio inputs; use --sample with --features")
+    if args.sample is not None and not 0.0 < args.sample <= 1.0:
+        parser.error(f"--sample must be in (0, 1], got {args.sample}")
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be >= 1, got {args.limit}")
+    if args.num_shards < 0:
+        parser.error(f"--num-shards must be >= 0, got {args.num_shards}")
+    if not 0.0 <= args.max_error_fraction <= 1.0:
+        parser.error(f"--max-error-fraction must be in [0, 1], got {args.max_error_fraction}")
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     run_date = label_store.parse_run_date(args.run_date or today)
     card = load_model_card(args.model_dir, embeddings=args.embeddings)
@@ -523,108 +820,72 @@ def prepare(argv: Sequence[str] | None = None) -> LabelJob:
             metadata.spectrogram,
             what=f"--features data in {args.features} (model {card.model_version} was trained on other parameters)",
         )
-        files = [label_store.join_uri(args.features, name) for names in metadata.shards.values() for name in names]
-        return LabelJob(args, list(beam_args), card, run_date, [], files, metadata.format)
-    refs = read_manifest(args.manifest) if args.manifest else refs_from_uris(expand_inputs(args.input))
-    refs = select_inputs(refs, sample=args.sample, limit=args.limit)
-    return LabelJob(args, list(beam_args), card, run_date, refs, [])
+    elif args.manifest:
+        check_manifest_header(args.manifest)
+    else:
+        check_patterns(args.input)
+    return LabelJob(args, list(beam_args), card, run_date)
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Check, label, publish the partition; returns the ``_run.json`` contents.
+    """Check, label, commit the partition; returns the ``_run.json`` contents.
 
     Raises
     ------
     Exception
-        What :func:`prepare` raises (before any work), or the pipeline's failure (the partition of
-        the run date is then left as it was; the run's staging folder is removed by the next run).
+        What :func:`prepare` raises (before any work), the pipeline's failure, or
+        :class:`LabelRunError`; in each case nothing is committed and the date's previous partition
+        stays as it was.
     """
     return launch(prepare(argv))
 
 
+def _check_summary(summary: dict[str, Any], *, max_error_fraction: float, folder: str) -> None:
+    c = summary["counts"]
+    if not c["balanced"]:
+        raise LabelRunError(
+            f"accounting error: inputs {c['inputs']} != labeled {c['labeled']} + skipped {c['skipped']} + dead letters "
+            f"{c['dead_letters']} (by reason {summary['failures']}); nothing committed, run left in {folder}")
+    if c["inputs"] == 0:
+        raise LabelRunError("no inputs: the patterns, manifest or features matched no track; nothing committed")
+    if c["dead_letters"] / c["inputs"] > max_error_fraction:
+        raise LabelRunError(
+            f"{c['dead_letters']} of {c['inputs']} inputs failed ({c['dead_letters'] / c['inputs']:.1%}: "
+            f"{json.dumps(summary['failures'])}), more than --max-error-fraction {max_error_fraction:g}; nothing "
+            f"committed, dead letters in {join_uri(folder, label_store.ERRORS_DIR)}")
+
+
 def launch(job: LabelJob) -> dict[str, Any]:
-    """Run the pipeline for a prepared job, write ``_run.json`` and publish the partition."""
+    """Run the pipeline for a prepared job, check its ``_summary.json``, commit ``_run.json``, clean up.
+
+    Returns the commit record (or ``{"status": "dry_run", ...}`` for ``--dry_run``, which writes
+    nothing).
+    """
     t0 = time.perf_counter()
-    args, beam_args, card, run_date = job.args, job.beam_args, job.card, job.run_date
-    refs, feature_files = job.refs, job.feature_files
+    args, card, run_date = job.args, job.card, job.run_date
     started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    labeled_at = started
+    run_id = new_run_id(started)
+    partition = label_store.partition_dir(args.output, run_date)
+    folder = run_folder(partition, run_id)
+    uris = [args.output, args.model_dir, *args.input, args.manifest or "", args.features or ""]
+    options = pipeline_options(job.beam_args, needs_in_process=needs_in_process(uris))
+    dry_run = is_dry_run(options)
+    if not dry_run:  # folders of runs of this date that died or failed; the committed one stays
+        committed = (label_store.read_commit(partition) or {}).get("run_id")
+        remove_other_runs(partition, keep=[r for r in (committed, run_id) if r])
 
-    index_t = time.perf_counter()
-    index = (
-        label_store.LabeledIndex.load(args.output, model_version=card.model_version, before=run_date)
-        if args.skip_labeled else label_store.LabeledIndex.empty(card.model_version)
-    )
-    index_seconds = time.perf_counter() - index_t
-    logger.info("model %s; %s inputs; %d tracks already labeled by this model in %d earlier partitions",
-                card.model_version, len(refs) if refs else "featurized", len(index), len(index.partitions))
-
-    run_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-    stale = label_store.remove_stale_staging(args.output, run_date)
-    if stale:
-        logger.warning("removed %d staging folders of runs of %s that did not finish: %s", len(stale), run_date, stale)
-    staging = label_store.staging_dir(args.output, run_date, run_id)
-    staging_fs, staging_path = fsspec.core.url_to_fs(staging)
-    staging_fs.makedirs(staging_path, exist_ok=True)
-    dead_path = label_store.join_uri(staging, label_store.ERRORS_DIR, DEAD_LETTER_FILE)
-
-    uris = [args.output, args.model_dir] + [r.uri for r in refs[:1000]] + feature_files
-    options = pipeline_options(beam_args, needs_in_process=needs_in_process(uris))
     pipeline_t = time.perf_counter()
     with beam.Pipeline(options=options) as p:
-        if args.features:
-            sample = args.sample
-            tracks = (
-                p
-                | "ShardFiles" >> beam.Create(feature_files)
-                | "ReadShards" >> beam.FlatMap(_shard_rows, fmt=job.feature_format)
-                | "GroupSegments" >> beam.GroupByKey()
-                | "ToTrack" >> beam.Map(_features_from_rows, sample_rate=card.spectrogram.sample_rate,
-                                        segment_seconds=card.spectrogram.segment_seconds)
-            )
-            if sample is not None:
-                tracks = tracks | "Sample" >> beam.Filter(lambda t, s=sample: _in_sample(t.ref.track_id, s))
-        else:
-            tracks = p | "Tracks" >> beam.Create(refs)
-        out = tracks | "Label" >> LabelTracks(
-            model_dir=args.model_dir, card=card, output_dir=args.output, run_date=run_date,
-            labeled_at=labeled_at, skip_labeled=args.skip_labeled, embeddings=args.embeddings,
-            top_k=args.top_k, min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
-            large_model=args.large_model, model_copies=args.model_copies, from_features=bool(args.features),
-            limits=limits_from_args(args),
-        )
-        _write_rows(out["rows"], staging=staging, fmt=args.format, embeddings=args.embeddings,
-                    num_shards=args.num_shards)
-        _ = (
-            out[DEAD_LETTERS]
-            | "GatherDeadLetters" >> beam.combiners.ToList()
-            | "WriteDeadLetters" >> beam.Map(_write_dead_letters, dead_path)
-        )
-    result = p.result
+        build_pipeline(p, job, folder=folder, labeled_at=started)
     pipeline_seconds = time.perf_counter() - pipeline_t
-    if is_dry_run(options):
-        logger.info("dry run: pipeline translated, nothing published")
-        remove_quietly(staging)
-        label_store.remove_empty_staging(args.output, run_date)
-        return {"run_date": run_date, "status": "dry_run", "model_version": card.model_version}
+    if dry_run:
+        logger.info("dry run: pipeline translated, nothing written or committed")
+        return {"run_date": run_date, "run_id": run_id, "status": "dry_run", "model_version": card.model_version}
 
-    counters = _metric_counters(result)
-    distributions = _metric_distributions(result)
-    labeled = label_store.count_rows(staging)
-    letters = _read_dead_letters(dead_path)
-    by_reason: dict[str, int] = {}
-    for letter in letters:
-        by_reason[letter.reason] = by_reason.get(letter.reason, 0) + 1
-    skipped = counters.get("label_skipped", 0)
-    inputs = len(refs) if not args.features else counters.get("label_inputs", labeled + skipped + len(letters))
-    balanced = inputs == labeled + skipped + len(letters)
-    if not balanced:
-        raise RuntimeError(
-            f"accounting error: inputs {inputs} != labeled {labeled} + skipped {skipped} + dead letters "
-            f"{len(letters)}; partition {run_date} not published (staging left in {staging})"
-        )
-    latency = distributions.get("inference_batch_latency_micro_secs", {})
-    manifest = {
+    summary = read_json(join_uri(folder, SUMMARY_FILE))
+    _check_summary(summary, max_error_fraction=args.max_error_fraction, folder=folder)
+    relative = RUN_PREFIX + run_id  # the run folder, relative to the partition
+    record = {
         "run_id": run_id,
         "run_date": run_date,
         "status": "complete",
@@ -639,50 +900,61 @@ def launch(job: LabelJob) -> dict[str, Any]:
                    "sample": args.sample, "limit": args.limit},
         "skip_labeled": args.skip_labeled,
         "embeddings": args.embeddings,
-        "counts": {
-            "inputs": inputs,
-            "labeled": labeled,
-            "skipped": skipped,
-            "dead_letters": len(letters),
-            "segments": counters.get("segments", 0),
-            "index_rows": len(index),
-            "balanced": balanced,
+        "max_error_fraction": args.max_error_fraction,
+        "files": {
+            "rows": [join_uri(relative, f) for f in summary["files"]["rows"]],
+            "dead_letters": [join_uri(relative, f) for f in summary["files"]["dead_letters"]],
+            "summary": join_uri(relative, SUMMARY_FILE),
         },
-        "failures": dict(sorted(by_reason.items())),
+        "counts": summary["counts"],
+        "failures": summary["failures"],
         "timings": {
-            "index_seconds": round(index_seconds, 3),
             "pipeline_seconds": round(pipeline_seconds, 3),
-            "inference_seconds": round(latency.get("sum", 0) / 1e6, 3),
-            "inference_batches": latency.get("count", 0),
-            "total_seconds": None,
+            **_inference_timing(p.result),
+            "total_seconds": round(time.perf_counter() - t0, 3),
         },
         "runner": options.get_all_options().get("runner"),
     }
-    manifest["timings"]["total_seconds"] = round(time.perf_counter() - t0, 3)
-    write_json_atomic(label_store.join_uri(staging, label_store.RUN_MANIFEST), manifest)
-    partition = label_store.publish_partition(staging, label_store.partition_dir(args.output, run_date))
-    label_store.remove_empty_staging(args.output, run_date)
-    logger.info("published %s: %d labeled, %d skipped, %d dead letters", partition, labeled, skipped, len(letters))
-    return manifest
+    label_store.commit_partition(partition, record)
+    remove_other_runs(partition, keep=[run_id])
+    label_store.remove_legacy_files(args.output, partition)
+    c = record["counts"]
+    logger.info("committed %s (run %s): %d labeled, %d skipped, %d dead letters", partition, run_id, c["labeled"],
+                c["skipped"], c["dead_letters"])
+    return record
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: run and print a one-line summary.
 
-    Returns 0 on success and 2, with a one-line ``genreflow label: error: ...``, when the checks
-    before any work fail (bad model dir, mismatched ``--features`` data, inputs matching nothing).
+    Returns 0 when the run is committed (or a ``--dry_run`` translated), 2 with a one-line
+    ``genreflow label: error: ...`` when the checks before any work fail (bad model dir, mismatched
+    ``--features`` data, missing input folder), and 1 when the pipeline failed or its output was not
+    committed (:class:`LabelRunError`); the date's previous partition is then unchanged.
     """
     try:
         job = prepare(argv)
     except (FileNotFoundError, ValueError) as e:  # ModelDirError, ParameterMismatchError are ValueErrors
         print(f"genreflow label: error: {e}", file=sys.stderr)
         return 2
-    manifest = launch(job)
-    c = manifest["counts"]
+    try:
+        record = launch(job)
+    except LabelRunError as e:
+        print(f"genreflow label: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # the pipeline failed: nothing was committed
+        logger.error("the label pipeline failed", exc_info=True)
+        print(f"genreflow label: error: the pipeline failed, nothing committed: {type(e).__name__}: "
+              f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}", file=sys.stderr)
+        return 1
+    if record["status"] == "dry_run":
+        print(f"run_date={record['run_date']} model {record['model_version']}: dry run, nothing written")
+        return 0
+    c = record["counts"]
     print(
-        f"run_date={manifest['run_date']} model {manifest['model_version']}: {c['inputs']} inputs, "
+        f"run_date={record['run_date']} model {record['model_version']}: {c['inputs']} inputs, "
         f"{c['labeled']} labeled, {c['skipped']} skipped, {c['dead_letters']} dead letters "
-        f"({json.dumps(manifest['failures'])}) in {manifest['timings']['total_seconds']:.1f} s"
+        f"({json.dumps(record['failures'])}) in {record['timings']['total_seconds']:.1f} s"
     )
     return 0
 

@@ -45,6 +45,7 @@ from typing import Sequence
 import numpy as np
 import soundfile as sf
 
+from genreflow.args import report_error
 from pipelines.synth_styles import STYLE_NAMES, STYLES, render_clip
 from transforms.metadata import utc_now, write_json_atomic
 
@@ -507,8 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run(argv)
     except ValueError as e:
-        print(f"genreflow synth: error: {e}", file=sys.stderr)
-        return 2
+        return report_error("genreflow synth", e)
     print(f"wrote {len(result.tracks)} clips in {len(set(t.label for t in result.tracks))} styles"
           f" and {len(result.corrupt)} corrupt file(s) to {result.output_dir} in {result.seconds:.1f} s")
     print(f"  manifest: {result.manifest}")

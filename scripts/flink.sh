@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
 # Local Apache Flink cluster for trying genreflow's Beam jobs on Flink.
 #
-#   scripts/flink.sh setup    install the Flink distribution (PyPI, own venv) and Beam's job server (Maven)
-#   scripts/flink.sh up       start a JobManager + one TaskManager on 127.0.0.1 (idempotent)
-#   scripts/flink.sh down     stop them and wait until they are gone (idempotent)
-#   scripts/flink.sh status   print the cluster overview; exit 1 when it is not running
-#   scripts/flink.sh jar      print the path of the job-server jar to pass as --flink_job_server_jar
-#   scripts/flink.sh env      print the settings below as shell assignments
+#   scripts/flink.sh setup     install the Flink distribution (PyPI, own venv) and build Beam's job server (Maven)
+#   scripts/flink.sh jobserver only build (or take from the cache) the job server jar
+#   scripts/flink.sh up        start a JobManager + one TaskManager on 127.0.0.1 (idempotent)
+#   scripts/flink.sh down      stop them and wait until they are gone (idempotent)
+#   scripts/flink.sh status    print the cluster overview; exit 1 when it is not running
+#   scripts/flink.sh jar       print the path of the job-server jar to pass as --flink_job_server_jar
+#   scripts/flink.sh env       print the settings below as shell assignments
+#   scripts/flink.sh versions  print the Flink, Beam Java (job server) and Beam Python versions in use
 #
 # Everything lives under .flink/ (git-ignored): venv/ (apache-flink + apache-flink-libraries, installed
 # with --no-deps: with their dependencies pip would downgrade Beam, pyarrow and numpy in the project's
 # venv), conf/ (generated config), log/, pid/, jobserver/.
 #
-# Versions. Beam 2.77 publishes job servers for Flink 1.19-2.2 (beam-runners-flink-<minor>-job-server).
-# `setup` first asks Maven Central for that jar (GENREFLOW_BEAM_JOBSERVER_VERSION, default the installed
-# Beam version). Where it is not served, it assembles the same job server from the runner library
-# (beam-runners-flink-<minor>:GENREFLOW_BEAM_JAVA_VERSION and its dependencies, fetched with Maven) plus a
-# manifest-only launcher jar whose Main-Class is FlinkJobServerDriver. See README, "Running on a cluster".
+# The job server. Maven Central serves no beam-runners-flink-*-job-server jar of any version, and of the
+# runner library only beam-runners-flink-1.19 at 2.62.0 resolves with all its dependencies (2.70.0 lacks
+# beam-runners-java-job-service). `setup` shades org.apache.beam:beam-runners-flink-<minor>:
+# GENREFLOW_BEAM_JAVA_VERSION (default 2.62.0) and its dependencies into ONE self-contained jar
+# (maven-shade-plugin, pinned plugins and timestamps: reproducible) that works in every submission
+# mode, --flink_submit_uber_jar included. The jar is cached outside the clone under
+# $GENREFLOW_CACHE_DIR (default ~/.cache/genreflow)/flink-job-server/<hash of the pom>/ and copied to
+# .flink/jobserver/. The Beam 2.62 Java job server drives the Beam 2.77 Python SDK: see README,
+# "Running on a cluster".
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +36,8 @@ RPC_PORT="${GENREFLOW_FLINK_RPC_PORT:-6123}"
 SLOTS="${GENREFLOW_FLINK_SLOTS:-2}"
 START_TIMEOUT="${GENREFLOW_FLINK_START_TIMEOUT:-120}"
 HOST_PYTHON="${GENREFLOW_FLINK_PYTHON:-python3}"
+# Built job-server jars, keyed by their pom, outside the clone: a fresh clone copies instead of rebuilding.
+CACHE_DIR="${GENREFLOW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/genreflow}"
 PROJECT_PY="$ROOT/.venv/bin/python"
 
 VENV="$FLINK_DIR/venv"
@@ -49,12 +57,10 @@ flink_home() {
   echo "$home"
 }
 
+# The Beam Python SDK version in the project's venv (what the job's workers run).
 beam_python_version() {
-  if [ -x "$PROJECT_PY" ]; then
-    "$PROJECT_PY" -c 'import apache_beam; print(apache_beam.__version__)' 2>/dev/null || echo 2.77.0
-  else
-    echo 2.77.0
-  fi
+  "$PROJECT_PY" -c 'import importlib.metadata as m; print(m.version("apache-beam"))' 2>/dev/null \
+    || echo "unknown (no $PROJECT_PY: run make install)"
 }
 
 setup_flink() {
@@ -75,20 +81,28 @@ setup_flink() {
   chmod +x "$home"/bin/*.sh "$home"/bin/flink
 }
 
-# Writes a pom whose only dependency is ARTIFACT:VERSION (plus an slf4j binding for readable logs).
-write_pom() {
-  local artifact="$1" version="$2"
-  cat >"$JS_DIR/pom.xml" <<EOF
+# Prints the pom of the job server: Beam's Flink runner library and its dependencies, shaded into one
+# jar (maven-shade-plugin 3.5.1) with merged META-INF/services, appended reference.conf files and
+# FlinkJobServerDriver as Main-Class, like Beam's own (unpublished) job-server jar. Plugin versions and
+# project.build.outputTimestamp are pinned, so the same pom gives a byte-identical jar.
+jobserver_pom() {
+  cat <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>genreflow</groupId>
-  <artifactId>beam-flink-job-server</artifactId>
-  <version>1</version>
+  <artifactId>beam-flink-${FLINK_MINOR}-job-server</artifactId>
+  <version>${BEAM_JAVA_VERSION}</version>
+  <packaging>jar</packaging>
+  <properties>
+    <project.build.outputTimestamp>2024-01-01T00:00:00Z</project.build.outputTimestamp>
+    <project.build.sourceEncoding>UTF-8</project.build.sourceEncoding>
+  </properties>
   <dependencies>
     <dependency>
       <groupId>org.apache.beam</groupId>
-      <artifactId>${artifact}</artifactId>
-      <version>${version}</version>
+      <artifactId>beam-runners-flink-${FLINK_MINOR}</artifactId>
+      <version>${BEAM_JAVA_VERSION}</version>
     </dependency>
     <dependency>
       <groupId>org.slf4j</groupId>
@@ -96,49 +110,121 @@ write_pom() {
       <version>1.7.30</version>
     </dependency>
   </dependencies>
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-jar-plugin</artifactId>
+        <version>3.3.0</version>
+      </plugin>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-resources-plugin</artifactId>
+        <version>3.3.1</version>
+      </plugin>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-shade-plugin</artifactId>
+        <version>3.5.1</version>
+        <executions>
+          <execution>
+            <phase>package</phase>
+            <goals><goal>shade</goal></goals>
+            <configuration>
+              <createDependencyReducedPom>false</createDependencyReducedPom>
+              <filters>
+                <filter>
+                  <artifact>*:*</artifact>
+                  <excludes>
+                    <exclude>META-INF/*.SF</exclude>
+                    <exclude>META-INF/*.DSA</exclude>
+                    <exclude>META-INF/*.RSA</exclude>
+                  </excludes>
+                </filter>
+              </filters>
+              <transformers>
+                <transformer implementation="org.apache.maven.plugins.shade.resource.ServicesResourceTransformer"/>
+                <transformer implementation="org.apache.maven.plugins.shade.resource.AppendingTransformer">
+                  <resource>reference.conf</resource>
+                </transformer>
+                <transformer implementation="org.apache.maven.plugins.shade.resource.ManifestResourceTransformer">
+                  <mainClass>org.apache.beam.runners.flink.FlinkJobServerDriver</mainClass>
+                </transformer>
+              </transformers>
+            </configuration>
+          </execution>
+        </executions>
+      </plugin>
+    </plugins>
+  </build>
 </project>
 EOF
 }
 
+# Checks that JAR is a self-contained job server of Beam BEAM_JAVA_VERSION; prints that version.
+check_jar() {
+  "$HOST_PYTHON" - "$1" "$FLINK_MINOR" <<'EOF'
+import sys, zipfile
+jar, minor = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(jar) as z:
+    names = set(z.namelist())
+    manifest = z.read("META-INF/MANIFEST.MF").decode()
+    props = f"META-INF/maven/org.apache.beam/beam-runners-flink-{minor}/pom.properties"
+    version = dict(l.split("=", 1) for l in z.read(props).decode().splitlines() if "=" in l and not l.startswith("#"))["version"]
+need = ["org/apache/beam/runners/flink/FlinkJobServerDriver.class",
+        "org/apache/beam/runners/flink/FlinkPipelineRunner.class",   # entry class of --flink_submit_uber_jar
+        "org/apache/flink/client/program/PackagedProgram.class"]
+missing = [n for n in need if n not in names]
+if missing or "Main-Class: org.apache.beam.runners.flink.FlinkJobServerDriver" not in manifest:
+    sys.exit(f"{jar} is not a self-contained job server (missing {missing or 'Main-Class'})")
+print(version.strip())
+EOF
+}
+
 setup_jobserver() {
-  if [ -s "$JAR" ] && [ -s "$JS_DIR/SOURCE" ]; then
+  local pom key cache java_version
+  pom="$(jobserver_pom)"
+  key="$(printf '%s\n' "$pom" | sha256sum | cut -c1-16)"
+  cache="$CACHE_DIR/flink-job-server/$key"
+  if [ -s "$JAR" ] && [ "$(cat "$JS_DIR/KEY" 2>/dev/null)" = "$key" ]; then
     log "job server already present: $JAR ($(cat "$JS_DIR/SOURCE"))"
     return 0
   fi
-  command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Beam's Flink job server"
-  command -v java >/dev/null || die "Java (17) is needed to run Flink"
+  command -v java >/dev/null || die "Java (17) is needed to run Flink and Beam's job server"
   mkdir -p "$JS_DIR"
-  local want="${GENREFLOW_BEAM_JOBSERVER_VERSION:-$(beam_python_version)}"
-  local official="org.apache.beam:beam-runners-flink-${FLINK_MINOR}-job-server:${want}"
-  log "asking Maven Central for $official"
-  if mvn -B -q -U dependency:copy "-Dartifact=$official" "-DoutputDirectory=$JS_DIR/official" \
-      >"$JS_DIR/mvn-official.log" 2>&1; then
-    cp "$JS_DIR/official/beam-runners-flink-${FLINK_MINOR}-job-server-${want}.jar" "$JAR"
-    echo "$official" >"$JS_DIR/SOURCE"
-    log "job server: $official"
-    return 0
+  rm -rf "$JS_DIR/lib" "$JS_DIR/official" "$JS_DIR/MANIFEST.MF" "$JS_DIR"/mvn-*.log  # earlier layouts
+  if [ ! -s "$cache/job-server.jar" ]; then
+    command -v mvn >/dev/null || die "Maven (mvn) is needed to build Beam's Flink job server"
+    local build="$JS_DIR/build" started=$SECONDS
+    rm -rf "$build" && mkdir -p "$build"
+    printf '%s\n' "$pom" >"$build/pom.xml"
+    log "building the job server: org.apache.beam:beam-runners-flink-${FLINK_MINOR}:${BEAM_JAVA_VERSION} shaded into one jar (Maven; minutes the first time)"
+    if ! (cd "$build" && mvn -B -q package) >"$JS_DIR/build.log" 2>&1; then
+      sed 's/\x1b\[[0-9;]*m//g' "$JS_DIR/build.log" | grep -m3 '^\[ERROR\] .' >&2 || tail -n 30 "$JS_DIR/build.log" >&2
+      die "could not build the Beam ${BEAM_JAVA_VERSION} Flink ${FLINK_MINOR} job server (Maven; log: $JS_DIR/build.log)"
+    fi
+    local built="$build/target/beam-flink-${FLINK_MINOR}-job-server-${BEAM_JAVA_VERSION}.jar"
+    java_version="$(check_jar "$built")" || die "the built jar is not a usable job server"
+    mkdir -p "$cache"
+    cp "$built" "$cache/job-server.jar.tmp" && mv "$cache/job-server.jar.tmp" "$cache/job-server.jar"
+    printf '%s\n' "$pom" >"$cache/pom.xml"
+    log "built in $((SECONDS - started)) s: $(du -m "$cache/job-server.jar" | cut -f1) MB, cached in $cache"
+    rm -rf "$build"
   fi
-  log "not served: $(grep -m1 -oE '(Could not find artifact|Unable to find artifact)[^(]*' "$JS_DIR/mvn-official.log" || echo "see $JS_DIR/mvn-official.log")"
-  local runner="beam-runners-flink-${FLINK_MINOR}"
-  log "assembling the job server from org.apache.beam:${runner}:${BEAM_JAVA_VERSION} and its dependencies"
-  write_pom "$runner" "$BEAM_JAVA_VERSION"
-  rm -rf "$JS_DIR/lib"
-  (cd "$JS_DIR" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib) \
-    >"$JS_DIR/mvn-assemble.log" 2>&1 || { tail -n 20 "$JS_DIR/mvn-assemble.log" >&2; die "Maven could not resolve ${runner}:${BEAM_JAVA_VERSION}"; }
-  # A manifest-only jar: `java -jar` (what Beam's FlinkRunner runs) follows its relative Class-Path.
-  local manifest="$JS_DIR/MANIFEST.MF" classpath
-  classpath="$(cd "$JS_DIR" && ls lib/*.jar | tr '\n' ' ')"
-  {
-    echo "Manifest-Version: 1.0"
-    echo "Main-Class: org.apache.beam.runners.flink.FlinkJobServerDriver"
-    # Manifest lines are limited to 72 bytes; continuation lines start with one space.
-    printf 'Class-Path: %s\n' "$classpath" | fold -w 70 | sed '2,$s/^/ /'
-  } >"$manifest"
-  rm -f "$JAR"
-  (cd "$JS_DIR" && jar --create --file "$JAR" --manifest "$manifest") 2>/dev/null \
-    || (cd "$JS_DIR" && mkdir -p empty && jar cfm "$JAR" "$manifest" -C empty .)
-  echo "org.apache.beam:${runner}:${BEAM_JAVA_VERSION} (assembled; ${official} not served)" >"$JS_DIR/SOURCE"
-  log "job server: $JAR"
+  java_version="$(check_jar "$cache/job-server.jar")" || die "cached job server $cache is broken: delete it and rerun setup"
+  [ "$java_version" = "$BEAM_JAVA_VERSION" ] || die "job server holds Beam $java_version, expected $BEAM_JAVA_VERSION"
+  cp "$cache/job-server.jar" "$JAR.tmp" && mv "$JAR.tmp" "$JAR"
+  echo "$key" >"$JS_DIR/KEY"
+  echo "Beam Java ${java_version} (beam-runners-flink-${FLINK_MINOR}, shaded; sha256 $(sha256sum "$JAR" | cut -c1-16))" >"$JS_DIR/SOURCE"
+  log "job server: $JAR: $(cat "$JS_DIR/SOURCE"), driving the Beam Python $(beam_python_version) SDK"
+}
+
+# The versions that meet in a Flink run: printed as shell assignments.
+cmd_versions() {
+  [ -s "$JAR" ] || die "no job server yet: run 'scripts/flink.sh setup'"
+  echo "FLINK_VERSION=$FLINK_VERSION"
+  echo "BEAM_JAVA_VERSION=$(check_jar "$JAR")"
+  echo "BEAM_PYTHON_VERSION=$(beam_python_version)"
 }
 
 write_conf() {
@@ -282,10 +368,12 @@ cmd_env() {
 
 case "${1:-}" in
   setup) setup_flink; setup_jobserver ;;
+  jobserver) setup_jobserver ;;
+  versions) cmd_versions ;;
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
   jar) [ -s "$JAR" ] || die "no job server yet: run 'scripts/flink.sh setup'"; echo "$JAR" ;;
   env) cmd_env ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

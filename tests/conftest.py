@@ -201,3 +201,12 @@ def gtzan_tree(tmp_path: pathlib.Path) -> tuple[pathlib.Path, dict[str, str]]:
     root = tmp_path / "gtzan"
     files = make_gtzan_tree(root, seconds=2.5, formats=("wav", "flac", "ogg", "au", "mp3", "aiff"))
     return root, files
+
+
+@pytest.fixture(scope="session")
+def reference_world(tmp_path_factory) -> dict:
+    """The runner tiers' tiny world with both jobs' in-process reference outputs
+    (``scaleout.reference_world``), computed once per session and shared by the Flink and Prism tiers."""
+    import scaleout
+
+    return scaleout.reference_world(tmp_path_factory.mktemp("reference-world"))

@@ -11,12 +11,16 @@ hang (a worker that cannot import the package, a lost harness) fails the test in
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
-from typing import Any
+import time
+from typing import Any, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -73,6 +77,80 @@ def make_world(base: Any) -> dict[str, Any]:
     return {"base": base, "audio": audio, "model": model}
 
 
+def reference_world(base: Any) -> dict[str, Any]:
+    """:func:`make_world` plus the reference outputs of both jobs on the in-process FnApiRunner.
+
+    Returns
+    -------
+    dict
+        ``base``, ``audio`` (glob), ``model`` (dir), ``features`` and ``labels`` (reference outputs).
+    """
+    from pipelines import featurize, label
+
+    w = make_world(base)
+    w["features"] = str(base / "ref-features")
+    featurize.run(featurize_argv(w["audio"], w["features"], num_shards=2) + IN_PROCESS)
+    w["labels"] = str(base / "ref-labels")
+    label.run(label_argv(w["audio"], w["model"], w["labels"]) + IN_PROCESS)
+    return w
+
+
+@contextlib.contextmanager
+def worker_pool(port: int, log_path: str, *, start_timeout: float = 60) -> Iterator[dict[str, Any]]:
+    """Beam's worker pool (``worker_pool_main --service_port=port``) run by this venv's python.
+
+    This is how a cluster node runs Python workers for ``--environment_type EXTERNAL``. The pool
+    starts each worker as ``python -c ...`` from PATH: the venv's bin folder comes first, or the
+    worker cannot import apache_beam and the pipeline hangs with no error. (Beam's pool listens on
+    every interface; the jobs reach it at ``127.0.0.1:port``.)
+
+    Yields
+    ------
+    dict
+        ``port`` and ``log`` (the path of the pool's log; see :func:`workers_started`).
+
+    Raises
+    ------
+    AssertionError
+        When the pool does not accept connections within ``start_timeout`` seconds.
+    """
+    log = open(log_path, "w+")
+    env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise AssertionError(f"worker pool did not start on port {port}:\n{log.read()[-4000:]}") from None
+                time.sleep(0.5)
+        yield {"port": port, "log": log_path}
+    finally:
+        # The pool and the workers it started share its process group (start_new_session above).
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+        log.close()
+
+
+def workers_started(pool: dict[str, Any]) -> int:
+    """How many SDK workers the pool of :func:`worker_pool` has started so far."""
+    with open(pool["log"]) as f:
+        return f.read().count("Starting worker")
+
+
 def featurize_argv(audio_glob: str, output: str, *, fmt: str = "parquet", num_shards: int = 0) -> list[str]:
     """The featurize job's own options for the tiny world (Beam options are appended by the caller)."""
     return ["--input", audio_glob, "--output", output, "--format", fmt, "--num-shards", str(num_shards),
@@ -82,7 +160,7 @@ def featurize_argv(audio_glob: str, output: str, *, fmt: str = "parquet", num_sh
 def label_argv(audio_glob: str, model_dir: str, output: str, *, run_date: str = "2026-01-02") -> list[str]:
     """The label job's own options for the tiny world."""
     return ["--input", audio_glob, "--model-dir", model_dir, "--output", output, "--run-date", run_date,
-            "--min-batch-size", "4", "--max-batch-size", "8"]
+            "--min-batch-size", "4", "--max-batch-size", "8", "--max-error-fraction", "0.5"]
 
 
 def run_job(module: str, argv: list[str], *, timeout: float = JOB_TIMEOUT_S,
@@ -116,26 +194,27 @@ def featurize_rows(output: str) -> dict[tuple[str, int], dict[str, Any]]:
 
     md = read_metadata(output)
     rows: list[dict[str, Any]] = []
-    for names in md.shards.values():
-        for name in names:
-            path = os.path.join(output, name)
-            if md.format == "parquet":
-                import pyarrow.parquet as pq
+    for path in md.shard_paths(output):
+        if md.format == "parquet":
+            import pyarrow.parquet as pq
 
-                rows += table_to_rows(pq.read_table(path))
-            else:
-                import tensorflow as tf
+            rows += table_to_rows(pq.read_table(path))
+        else:
+            import tensorflow as tf
 
-                rows += [decode_example(r.numpy()) for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
+            rows += [decode_example(r.numpy()) for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
     keyed = {(r[FEATURE_TRACK_ID], int(r[FEATURE_SEGMENT_INDEX])): r for r in rows}
     assert len(keyed) == len(rows), "duplicate (track_id, segment_index) rows"
     return keyed
 
 
-def dead_letter_uris(output: str, pattern: str = "errors/*.jsonl") -> list[str]:
-    """Sorted URIs of the dead-letter records under ``output``."""
+def dead_letter_uris(output: str, pattern: str | None = None) -> list[str]:
+    """Sorted URIs of the dead-letter records of a committed featurize output (``metadata.json``
+    lists its files), or of the files ``pattern`` matches below ``output``."""
     uris = []
-    for path in glob.glob(os.path.join(output, pattern)):
+    paths = (glob.glob(os.path.join(output, pattern)) if pattern is not None
+             else [os.path.join(output, name) for name in read_metadata(output).dead_letters])
+    for path in paths:
         with open(path) as f:
             uris += [json.loads(line)["uri"] for line in f if line.strip()]
     return sorted(uris)
@@ -148,7 +227,7 @@ def assert_same_features(got: str, want: str, *, atol: float = 1e-4) -> None:
     assert g_md.counts == w_md.counts
     assert g_md.inputs == w_md.inputs
     assert g_md.failures == w_md.failures
-    assert g_md.shards == w_md.shards
+    assert g_md.num_shards == w_md.num_shards and g_md.shards == w_md.shards
     g_rows, w_rows = featurize_rows(got), featurize_rows(want)
     assert sorted(g_rows) == sorted(w_rows)
     for key, w in w_rows.items():

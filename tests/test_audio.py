@@ -369,14 +369,29 @@ def test_overlapping_hop():
     assert segment_starts(2 * seg, params=p) == [0, hop, 2 * hop]
     # 6 s + 1 s uncovered (>= 1.5 s needed): dropped.
     assert segment_starts(2 * seg + 22050, params=p) == [0, hop, 2 * hop]
-    # 6 s + 1.5 s uncovered: one more padded segment one hop later.
+    # 7.5 s: the 1.5 s past 6 s make a fourth *full* segment (3 s from 4.5 s), nothing padded.
     y = ramp(2 * seg + hop)
-    starts = segment_starts(len(y), params=p)
-    assert starts == [0, hop, 2 * hop, 3 * hop]
+    assert segment_starts(len(y), params=p) == [0, hop, 2 * hop, 3 * hop]
     segs = segment_audio(y, params=p)
     np.testing.assert_array_equal(segs[1], y[hop : hop + seg])
-    np.testing.assert_array_equal(segs[3, : len(y) - 3 * hop], y[3 * hop :])
-    assert not segs[3, len(y) - 3 * hop :].any()
+    np.testing.assert_array_equal(segs[3], y[3 * hop : 3 * hop + seg])
+
+
+def test_overlapping_hop_pads_a_tail_shorter_than_a_hop():
+    """With a hop of half a segment, a padded segment needs a tail shorter than one hop but at
+    least ``min_tail_samples``: here 1 s past 6 s with a 0.75 s minimum."""
+    p = SpectrogramParams(segment_seconds=3.0, segment_hop_seconds=1.5, min_tail_fraction=0.25)
+    seg, hop, sr = p.segment_samples, p.segment_hop_samples, p.sample_rate
+    y = ramp(2 * seg + sr)
+    assert segment_starts(len(y), params=p) == [0, hop, 2 * hop, 3 * hop]
+    segs = segment_audio(y, params=p)
+    assert segs.shape == (4, seg)
+    n_audio = len(y) - 3 * hop  # 2.5 s of audio in the last segment, then 0.5 s of padding
+    assert (n_audio, seg - n_audio) == (hop + sr, sr // 2)
+    np.testing.assert_array_equal(segs[3, :n_audio], y[3 * hop :])
+    np.testing.assert_array_equal(segs[3, n_audio:], np.zeros(seg - n_audio, np.float32))
+    # 0.74 s past 6 s is shorter than the minimum: dropped.
+    assert segment_starts(2 * seg + p.min_tail_samples - 1, params=p) == [0, hop, 2 * hop]
 
 
 def test_segments_of_decoded_audio_cover_the_clip():

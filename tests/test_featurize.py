@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import csv
-import glob
 import json
 import os
 
@@ -55,7 +54,7 @@ def read_parquet(paths):
 
 def read_dataset(out):
     md = read_metadata(str(out))
-    paths = [os.path.join(out, name) for names in md.shards.values() for name in names]
+    paths = md.shard_paths(str(out))
     assert all(os.path.exists(p) for p in paths), "metadata lists a missing shard"
     rows = read_tfrecords(paths, md.spectrogram) if md.format == "tfrecord" else read_parquet(paths)
     return md, rows
@@ -82,30 +81,55 @@ def check_consistent(md, rows):
     assert md.inputs["failed"] == sum(md.failures.values())
 
 
-def no_staging_left(out):
-    return not glob.glob(os.path.join(out, featurize.STAGING_PREFIX + "*"))
+def only_the_committed_run(out):
+    """The output folder holds metadata.json and the one run folder it names, nothing else."""
+    md = read_metadata(str(out))
+    return sorted(os.listdir(out)) == sorted(["metadata.json", f"run_id={md.run_id}"])
 
 
 # Plain helpers -------------------------------------------------------------------------------------
-def test_plan_shards_balances_tracks_and_keeps_each_in_one_shard():
+def test_group_into_shards_keeps_each_track_in_one_shard_and_writes_empty_shards():
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that
+
+    from transforms.shards import GroupIntoShards
+
     refs = [TrackRef(uri=f"/d/{i}.wav", track_id=f"g/{i:03d}", split="train" if i % 5 else "test") for i in range(53)]
-    plan = featurize.plan_shards(refs, num_shards=4)
-    assert plan["validation"] == []  # no tracks, no shards
-    assert len(plan["train"]) == 4 and len(plan["test"]) == 4
-    sizes = [len(s) for s in plan["train"]]
-    assert max(sizes) - min(sizes) <= 1
-    placed = [r.track_id for shards in plan.values() for shard in shards for r in shard]
-    assert sorted(placed) == sorted(r.track_id for r in refs)
-    auto = featurize.plan_shards(refs, num_shards=0)
-    assert len(auto["train"]) == featurize.auto_num_shards(42) == 3
+
+    def check(fixed):
+        def _check(shards):
+            by_split = collections.defaultdict(dict)
+            for (split, index, n), items in shards:
+                assert index not in by_split[split], "a shard key appears twice"
+                by_split[split][index] = (n, [r.track_id for r in items])
+                assert all(r.split == split for r in items)
+            assert set(by_split) == {"train", "test"}  # no tracks, no shards
+            placed = sorted(t for s in by_split.values() for _, ids in s.values() for t in ids)
+            assert placed == sorted(r.track_id for r in refs)  # every track in exactly one shard
+            for split, shards_of in by_split.items():
+                n_tracks = sum(r.split == split for r in refs)
+                n = fixed or -(-n_tracks // 20)
+                assert sorted(shards_of) == list(range(n)), "every shard, empty ones too"
+                assert {v[0] for v in shards_of.values()} == {n}
+        return _check
+
+    for fixed in (0, 4):
+        with TestPipeline() as p:
+            shards = (p | beam.Create(refs)
+                      | GroupIntoShards(group_fn=lambda r: r.split, id_fn=lambda r: r.track_id,
+                                        num_shards=fixed, per_shard=20))
+            assert_that(shards, check(fixed))
 
 
 def test_summary_merges_like_a_single_pass():
     items = [
-        {"track_id": f"t{i}", "split": spec.SPLITS[i % 3], "label": "ab"[i % 2], "segments": i, "seconds": 1.5 * i}
+        ("track", {"track_id": f"t{i}", "split": spec.SPLITS[i % 3], "label": "ab"[i % 2], "segments": i,
+                   "seconds": 1.5 * i})
         for i in range(10)
-    ] + [DeadLetter(uri=f"/x/{i}", stage="decode", reason=r, message="m") for i, r in enumerate("xxy")]
-    whole = featurize._empty_summary()
+    ] + [("dead", DeadLetter(uri=f"/x/{i}", stage="decode", reason=r, message="m")) for i, r in enumerate("xxy")]
+    items += [("input", 13), ("shard", ("train", 2)), ("dead_file", "errors/d-0.jsonl")]
+    whole = featurize.empty_summary()
     for item in items:
         featurize.merge_summary(whole, item)
     fn = featurize._SummaryFn()
@@ -114,8 +138,9 @@ def test_summary_merges_like_a_single_pass():
         fn.add_input(halves[i % 2], item)
     merged = fn.extract_output(fn.merge_accumulators(halves))
     assert json.dumps(merged, sort_keys=True) == json.dumps(whole, sort_keys=True)
-    assert whole["failures"] == {"x": 2, "y": 1} and whole["featurized"] == 10
+    assert whole["failures"] == {"x": 2, "y": 1} and whole["featurized"] == 10 and whole["inputs"] == 13
     assert whole["counts"]["train"]["segments"] == 0 + 3 + 6 + 9
+    assert whole["num_shards"] == {"train": 2} and whole["dead_letter_files"] == ["errors/d-0.jsonl"]
 
 
 @pytest.mark.parametrize("fmt", ["tfrecord", "parquet"])
@@ -184,9 +209,9 @@ def test_tfrecord_end_to_end_matches_librosa(tmp_path, gtzan_tree):
         start = int(round(row[spec.FEATURE_START_SECONDS] * params.sample_rate))
         assert start == row[spec.FEATURE_SEGMENT_INDEX] * params.segment_hop_samples
         np.testing.assert_allclose(row[spec.FEATURE_MEL], librosa_reference(wav, params, start), atol=2e-3)
-    assert os.path.getsize(os.path.join(out, "errors", "dead_letters-00000-of-00001.jsonl")) == 0
-    assert no_staging_left(out)
-    assert result.beam_metrics.get("segments") == 18  # counters, where the runner reports them
+    assert md.dead_letters == [f"run_id={md.run_id}/errors/dead_letters-00000-of-00001.jsonl"]
+    assert os.path.getsize(os.path.join(out, md.dead_letters[0])) == 0
+    assert only_the_committed_run(out)
 
 
 @pytest.mark.slow
@@ -201,10 +226,12 @@ def test_parquet_end_to_end_on_default_multiprocess_runner(tmp_path, make_gtzan_
     check_consistent(md, rows)
     assert md.inputs == {"matched": 12, "featurized": 12, "failed": 0}
     assert len(rows) == 12 * 2  # 1 full segment + a 0.5 s tail (exactly half a segment: kept)
-    for split, names in md.shards.items():
+    for split in spec.SPLITS:
+        names = md.shard_names(split)
         expected = 4 if md.counts[split]["tracks"] else 0
         assert len(names) == expected and all(f"-of-{expected:05d}.parquet" in n for n in names)
-    assert sorted(os.listdir(out)) == sorted(["errors", "metadata.json", *[n for v in md.shards.values() for n in v]])
+        assert all(os.path.exists(os.path.join(out, n)) for n in names)
+    assert only_the_committed_run(out)
     assert md.extra["split_fractions"] == [0.5, 0.25, 0.25]
 
 
@@ -224,44 +251,103 @@ def test_manifest_split_column_wins_and_rerun_replaces_output(tmp_path, make_gtz
                    *SHORT, *IN_PROCESS])
     md, rows = read_dataset(out)
     check_consistent(md, rows)
-    assert md.format == "parquet" and not glob.glob(os.path.join(out, "*.tfrecord.gz"))
+    assert md.format == "parquet" and only_the_committed_run(out)  # the first run's folder is gone
     assert md.labels == ["A", "B"]
     by_track = {r[spec.FEATURE_TRACK_ID]: r[spec.FEATURE_SPLIT] for r in rows}
     assert by_track == {f"id{i}": ["test", "validation", "train"][i % 3] for i in range(6)}
 
 
 @pytest.mark.slow
-def test_failed_runs_never_leave_metadata_describing_missing_shards(tmp_path, gtzan_tree, monkeypatch):
+def test_failed_runs_commit_nothing_and_the_next_run_cleans_up(tmp_path, gtzan_tree, write_audio, monkeypatch):
     root, _ = gtzan_tree
     out = str(tmp_path / "out")
     common = ["--input", f"{root}/**", "--output", out, *SHORT, *IN_PROCESS]
-    argv = [*common, "--num-shards", "2"]
-    featurize.run(argv)
+    featurize.run([*common, "--num-shards", "2"])
     before = read_metadata(out)
+    before_rows = read_dataset(out)[1]
 
+    def unchanged():
+        md, rows = read_dataset(out)
+        assert md.to_dict() == before.to_dict() and len(rows) == len(before_rows)
+
+    # 1. the pipeline fails
     def broken_writer(*args, **kwargs):
         raise OSError("disk full")
 
-    # 1. the pipeline fails: the previous output stays complete and consistent
     monkeypatch.setattr(featurize, "open_shard_writer", broken_writer)
     with pytest.raises(Exception, match="disk full"):
         featurize.run([*common, "--num-shards", "3"])
-    md, rows = read_dataset(out)
-    assert md.to_dict()["shards"] == before.to_dict()["shards"] and len(rows) == md.inputs["featurized"] * 3
-    assert no_staging_left(out)
+    unchanged()
     monkeypatch.undo()
 
-    # 2. publishing fails after the old metadata was retired: no metadata.json at all
+    # 2. the commit itself fails (e.g. the network drops while writing metadata.json)
     def broken_metadata(*args, **kwargs):
         raise OSError("network down")
 
     monkeypatch.setattr(featurize, "write_metadata", broken_metadata)
     with pytest.raises(OSError, match="network down"):
-        featurize.run(argv)
-    assert not os.path.exists(os.path.join(out, "metadata.json"))
-    with pytest.raises(FileNotFoundError, match="metadata.json is written last"):
-        read_metadata(out)
-    assert no_staging_left(out)
+        featurize.run([*common, "--num-shards", "3"])
+    unchanged()
+    monkeypatch.undo()
+    # each run starts by removing uncommitted run folders: the committed one and the last failed one remain
+    assert len([n for n in os.listdir(out) if n.startswith("run_id=")]) == 2
+
+    # 3. more failures than --max-error-fraction: exit 1, nothing committed (regression: it used to
+    #    replace a good dataset with an empty one)
+    for path in root.rglob("*.*"):
+        path.write_bytes(b"not audio any more")
+    assert featurize.main([*common, "--num-shards", "3"]) == 1
+    unchanged()
+
+    # 4. the next good run commits and removes the leftover run folders (killed runs included)
+    killed = tmp_path / "out" / "run_id=20200101T000000Z-0badf00d"
+    killed.mkdir()
+    (killed / "train-00000-of-00009.parquet").write_bytes(b"partial")
+    (tmp_path / "out" / "_staging-20200101T000000-deadbeef").mkdir()  # a killed run of an older version
+    write_audio(tmp_path / "fresh" / "rock" / "x.wav", seconds=2.0)
+    featurize.run(["--input", str(tmp_path / "fresh"), "--output", out, *SHORT, *IN_PROCESS])
+    assert only_the_committed_run(out)
+
+
+@pytest.mark.slow
+def test_output_name_with_glob_characters_touches_no_other_dataset(tmp_path, gtzan_tree):
+    root, _ = gtzan_tree
+    common = ["--input", f"{root}/**", *SHORT, *IN_PROCESS]
+    featurize.run([*common, "--output", str(tmp_path / "out1")])
+    first = sorted(os.listdir(tmp_path / "out1"))
+    weird = str(tmp_path / "out[12]")
+    featurize.run([*common, "--output", weird])
+    featurize.run([*common, "--output", weird])  # its cleanup of older runs is where a glob would bite
+    assert sorted(os.listdir(tmp_path / "out1")) == first
+    assert only_the_committed_run(weird) and only_the_committed_run(tmp_path / "out1")
+
+
+@pytest.mark.slow
+def test_output_inside_the_input_folder_is_not_read_back(tmp_path, make_gtzan_tree):
+    root = tmp_path / "corpus"
+    make_gtzan_tree(root, genres=("a", "b"), per_genre=2, seconds=1.0)
+    out = str(root / "features")
+    for _ in range(2):
+        featurize.run(["--input", str(root), "--output", out, "--format", "parquet", *SHORT, *IN_PROCESS])
+        md = read_metadata(out)
+        assert md.labels == ["a", "b"] and md.inputs["matched"] == 4
+
+
+@pytest.mark.slow
+def test_adding_a_collection_changes_no_existing_track_id_or_split(tmp_path, make_gtzan_tree):
+    make_gtzan_tree(tmp_path / "cat1", genres=("rock", "jazz"), per_genre=5, seconds=1.0)
+    make_gtzan_tree(tmp_path / "cat2", genres=("rock", "jazz"), per_genre=5, seconds=1.0)  # same file names
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    featurize.run(["--input", f"{tmp_path}/cat1/**", "--output", one, "--format", "parquet", *SHORT, *IN_PROCESS])
+    featurize.run(["--input", f"{tmp_path}/cat1/**", "--input", f"{tmp_path}/cat2/**", "--output", two,
+                   "--format", "parquet", *SHORT, *IN_PROCESS, "--max-error-fraction", "0.6"])
+    before = {(r[spec.FEATURE_URI], r[spec.FEATURE_TRACK_ID], r[spec.FEATURE_SPLIT]) for r in read_dataset(one)[1]}
+    md, rows = read_dataset(two)
+    after = {(r[spec.FEATURE_URI], r[spec.FEATURE_TRACK_ID], r[spec.FEATURE_SPLIT]) for r in rows}
+    assert before <= after  # cat1's tracks keep their ids and splits
+    # cat2 repeats cat1's relative paths: each repeat is a dead letter, never a silent overwrite
+    assert md.inputs == {"matched": 20, "featurized": 10, "failed": 10}
+    assert md.failures == {"duplicate_track_id": 10}
 
 
 @pytest.mark.slow
@@ -331,3 +417,25 @@ def test_audio_to_log_mel_transform_tags_features_and_dead_letters(tmp_path, wri
         assert_that(shapes, equal_to([("g0.wav", (1, *params.mel_shape)), ("g1.wav", (2, *params.mel_shape))]),
                     label="features")
         assert_that(reasons, equal_to([("bad.wav", "decode_error")]), label="dead_letters")
+
+
+@pytest.mark.slow
+def test_fixed_vocabulary_sample_and_limit(tmp_path, make_gtzan_tree):
+    root = tmp_path / "corpus"
+    make_gtzan_tree(root, genres=("a", "b", "c"), per_genre=4, seconds=1.0)
+    out = str(tmp_path / "out")
+    featurize.run(["--input", str(root), "--output", out, "--format", "parquet", "--labels", "b,a",
+                   "--max-error-fraction", "0.5", *SHORT, *IN_PROCESS])
+    md, rows = read_dataset(out)
+    check_consistent(md, rows)
+    assert md.labels == ["a", "b"] and md.failures == {"unknown_label": 4}  # c's tracks: dead letters
+    assert md.inputs == {"matched": 12, "featurized": 8, "failed": 4}
+
+    featurize.run(["--input", str(root), "--output", out, "--format", "parquet", "--sample", "0.5",
+                   "--limit", "3", *SHORT, *IN_PROCESS])
+    md, rows = read_dataset(out)
+    from transforms.sources import unit_hash
+
+    ids = sorted(f"{g}/{g}.{i:05d}.wav" for g in "abc" for i in range(4))
+    expected = [t for t in ids if unit_hash(t) < 0.5][:3]  # the sample, then the smallest ids
+    assert sorted({r[spec.FEATURE_TRACK_ID] for r in rows}) == expected and md.inputs["matched"] == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 import subprocess
@@ -19,9 +20,16 @@ IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def dead_letters(out):
-    with open(os.path.join(out, "errors", "dead_letters-00000-of-00001.jsonl")) as f:
-        return [json.loads(line) for line in f]
+def dead_letters(out, run_dir=None):
+    """Dead letters of the committed run (or of the run folder ``run_dir``)."""
+    files = ([os.path.join(out, name) for name in read_metadata(out).dead_letters] if run_dir is None
+             else sorted(glob.glob(os.path.join(run_dir, "errors", "dead_letters-*.jsonl"))))
+    assert files
+    letters = []
+    for path in files:
+        with open(path) as f:
+            letters += [json.loads(line) for line in f]
+    return letters
 
 
 @pytest.fixture
@@ -37,13 +45,19 @@ def mixed_corpus(tmp_path, make_gtzan_tree, make_bad_files):
 def test_every_bad_file_is_one_dead_letter_and_the_job_finishes(tmp_path, mixed_corpus, capsys):
     root, good, bad = mixed_corpus
     out = str(tmp_path / "out")
-    # 8 of 12 inputs fail, more than the default --max-error-fraction: exit 1 after writing everything
+    # 8 of 12 inputs fail, more than the default --max-error-fraction: exit 1, nothing committed
     status = featurize.main(["--input", f"{root}/**", "--output", out, "--segment-seconds", "1", *IN_PROCESS])
     assert status == 1
     captured = capsys.readouterr()
-    assert "more than --max-error-fraction 0.1" in captured.err
+    assert "more than --max-error-fraction 0.1" in captured.err and "nothing committed" in captured.err
     assert "8 failed" in captured.out  # the summary is printed too
+    assert not os.path.exists(os.path.join(out, "metadata.json"))
+    (failed_run,) = glob.glob(os.path.join(out, "run_id=*"))  # its dead letters stay for inspection
+    assert dead_letters(out, failed_run)
 
+    # the same inputs with a tolerant threshold: committed, every bad file one dead letter
+    assert featurize.main(["--input", f"{root}/**", "--output", out, "--segment-seconds", "1",
+                           "--max-error-fraction", "0.9", *IN_PROCESS]) == 0
     md = read_metadata(out)
     assert md.inputs == {"matched": len(good) + len(bad), "featurized": len(good), "failed": len(bad)}
     letters = dead_letters(out)
@@ -88,20 +102,27 @@ def test_unreadable_paths_from_a_manifest_are_dead_letters(tmp_path, mixed_corpu
         (["--num-shards", "-2"], "--num-shards must be >= 0"),
         (["--max-error-fraction", "1.5"], "--max-error-fraction must be in [0, 1]"),
         (["--n-mels", "0"], "must be positive"),
-        (["--input", "{tmp}/nothing/**/*.wav"], "matches no files"),
+        (["--input", "{tmp}/nothing/**/*.wav"], "does not exist"),
         (["--manifest", "{tmp}/missing.csv"], "missing.csv"),
+        (["--manifest", "{tmp}/nouri.csv"], "needs a 'uri' column"),
+        (["--sample", "0"], "--sample must be in (0, 1]"),
+        (["--labels", " , "], "--labels needs at least one label"),
+        (["--output", "{tmp}/a.wav"], "is an existing file"),
         (["--manifest", "{tmp}/m.csv", "--input", "{tmp}/a.wav"], "not allowed with argument"),
     ],
 )
 def test_bad_command_lines_fail_before_any_work(tmp_path, capsys, args, message):
     (tmp_path / "a.wav").write_bytes(b"")
     (tmp_path / "m.csv").write_text("uri\na.wav\n")
+    (tmp_path / "nouri.csv").write_text("path\na.wav\n")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     if "--input" not in args and "--manifest" not in args:
         args = ["--input", str(tmp_path / "a.wav"), *args]
     out = tmp_path / "out"
+    if "--output" not in args:
+        args += ["--output", str(out)]
     with pytest.raises(SystemExit) as exc:
-        featurize.run([*args, "--output", str(out)])
+        featurize.run(args)
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("genreflow featurize: error:") and message in err[-1]

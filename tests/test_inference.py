@@ -10,7 +10,6 @@ import json
 import os
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -23,10 +22,12 @@ from transforms.inference import (
     aggregate_track,
     load_model_card,
     load_segment_model,
+    model_file_path,
     stack_segment_predictions,
     top_k,
+    write_model_dir,
 )
-from transforms.metadata import ModelCard, write_model_card
+from transforms.metadata import ModelCard, read_model_card, write_model_card
 from transforms.spec import SpectrogramParams
 
 PARAMS = SpectrogramParams(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16,
@@ -54,11 +55,14 @@ def _keras_model(*, channel_axis: bool):
 def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("model")
     model = _keras_model(channel_axis=False)
-    model.save(str(d / "model.keras"))
-    write_model_card(str(d), ModelCard(model_file="model.keras", model_version="v1", labels=LABELS,
-                                       spectrogram=PARAMS, input_shape=list(PARAMS.mel_shape),
-                                       embedding_layer="embedding"))
+    write_model_dir(str(d), model=model, card=ModelCard(model_file="", model_version="", labels=LABELS,
+                                                        spectrogram=PARAMS, input_shape=list(PARAMS.mel_shape),
+                                                        embedding_layer="embedding"))
     return str(d)
+
+
+def _model_path(model_dir: str) -> str:
+    return model_file_path(model_dir, read_model_card(model_dir))
 
 
 def _mels(n: int, seed: int = 0) -> np.ndarray:
@@ -95,9 +99,9 @@ def test_model_card_problems_are_named(tmp_path, model_dir):
 def test_handler_matches_keras_predict_and_embedding_layer(model_dir):
     import keras
 
-    reference = keras.models.load_model(os.path.join(model_dir, "model.keras"))
+    reference = keras.models.load_model(_model_path(model_dir))
     embed_ref = keras.Model(reference.inputs[0], reference.get_layer("embedding").output)
-    handler = GenreModelHandler(os.path.join(model_dir, "model.keras"), embedding_layer="embedding",
+    handler = GenreModelHandler(_model_path(model_dir), embedding_layer="embedding",
                                 max_batch_size=7)
     assert handler.batch_elements_kwargs()["max_batch_size"] == 7
     model = handler.load_model()
@@ -123,7 +127,7 @@ def test_model_with_channel_axis_gets_one(tmp_path):
 
 def test_unknown_embedding_layer_is_a_model_dir_error(model_dir):
     with pytest.raises(ModelDirError, match="not a layer"):
-        load_segment_model(os.path.join(model_dir, "model.keras"), embedding_layer="nope")
+        load_segment_model(_model_path(model_dir), embedding_layer="nope")
 
 
 # Aggregation ----------------------------------------------------------------------------------------
@@ -172,49 +176,55 @@ def _rows(ids, *, version, fp="f"):
             for t in ids]
 
 
-def _write_partition(out, date, rows, *, fmt="parquet"):
-    part = os.path.join(out, f"run_date={date}")
-    os.makedirs(part, exist_ok=True)
-    if fmt == "parquet":
-        pq.write_table(pa.Table.from_pylist(rows, schema=label_store.label_schema()),
-                       os.path.join(part, "part-00000-of-00001.parquet"))
-    else:
-        with open(os.path.join(part, "part-00000-of-00001.jsonl"), "w") as f:
-            f.writelines(label_store.row_to_json(r) + "\n" for r in rows)
-    return part
+def _write_part(path, rows, *, fmt="parquet"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    label_store.write_part(path, rows, fmt=fmt)
 
 
-def test_labeled_index_reads_earlier_partitions_of_this_model(tmp_path):
+def test_readers_follow_the_commit_record(tmp_path):
     out = str(tmp_path)
-    _write_partition(out, "2026-01-01", _rows(["a", "b"], version="v1"))
-    _write_partition(out, "2026-01-02", _rows(["c"], version="v1", fp="g") + _rows(["d"], version="v0"),
-                     fmt="jsonl")
-    _write_partition(out, "2026-01-03", _rows(["e"], version="v1"))
-    os.makedirs(os.path.join(out, "_staging", "run_date=2026-01-01", "x"))
-    index = label_store.LabeledIndex.load(out, model_version="v1", before="2026-01-03")
-    assert index.partitions == ["2026-01-01", "2026-01-02"] and len(index) == 3
-    assert index.contains("a", "f") and index.contains("b", "f") and index.contains("c", "g")
-    assert not index.contains("a", "changed")  # changed file
-    assert not index.contains("d", "f")  # other model version
-    assert not index.contains("e", "f")  # on or after the run date
-    assert not index.contains("a", "")  # unknown fingerprint never skips
-    assert len(label_store.LabeledIndex.load(str(tmp_path / "none"), model_version="v1", before="2026-01-03")) == 0
-    assert label_store.count_rows(os.path.join(out, "run_date=2026-01-02")) == 2
+    # committed run folder, plus a folder of a run that never committed (its rows must not be read)
+    p1 = label_store.partition_dir(out, "2026-01-01")
+    _write_part(os.path.join(p1, "run_id=20260101T000000Z-00000001", "part-00000-of-00001.parquet"),
+                _rows(["a", "b"], version="v1") + _rows(["n"], version="v1", fp=""))
+    _write_part(os.path.join(p1, "run_id=20260101T050000Z-00000002", "part-00000-of-00001.parquet"),
+                _rows(["zombie"], version="v1"))
+    label_store.commit_partition(p1, {"run_id": "20260101T000000Z-00000001",
+                                      "files": {"rows": ["run_id=20260101T000000Z-00000001/part-00000-of-00001.parquet"]}})
+    # a partition of the layout before run folders: parts beside a _run.json without "files"
+    p2 = label_store.partition_dir(out, "2026-01-02")
+    _write_part(os.path.join(p2, "part-00000-of-00001.jsonl"),
+                _rows(["c"], version="v1", fp="g") + _rows(["d"], version="v0"), fmt="jsonl")
+    label_store.commit_partition(p2, {"run_id": "old"})
+    # a partition that was never committed
+    _write_part(os.path.join(label_store.partition_dir(out, "2026-01-03"), "run_id=20260103T000000Z-00000003",
+                             "part-00000-of-00001.parquet"), _rows(["e"], version="v1"))
+
+    assert list(label_store.list_partitions(out)) == ["2026-01-01", "2026-01-02"]
+    assert label_store.list_partitions(str(tmp_path / "none")) == {}
+    history = list(label_store.committed_files(out, before="2026-01-02"))
+    assert history == [("2026-01-01", os.path.join(p1, "run_id=20260101T000000Z-00000001",
+                                                   "part-00000-of-00001.parquet"))]
+    keys = [k for _, uri in label_store.committed_files(out) for k in label_store.labeled_keys(uri, model_version="v1")]
+    assert sorted(keys) == [("a", "f"), ("b", "f"), ("c", "g")]  # other versions and unknown fingerprints left out
+    table = label_store.read_labels(out)
+    assert sorted(zip(table["run_date"].to_pylist(), table["track_id"].to_pylist())) == [
+        ("2026-01-01", "a"), ("2026-01-01", "b"), ("2026-01-01", "n"), ("2026-01-02", "c"), ("2026-01-02", "d")]
+    assert label_store.count_rows(p1) == 3 and label_store.count_rows(p2) == 2
+    assert label_store.count_rows(label_store.partition_dir(out, "2026-01-03")) == 0
+    # once a new run commits into the old-layout partition, the old files go
+    os.makedirs(os.path.join(out, label_store.LEGACY_STAGING_DIR, "run_date=2026-01-02", "x"))
+    removed = label_store.remove_legacy_files(out, p2)
+    assert sorted(os.path.basename(r) for r in removed) == ["_staging", "part-00000-of-00001.jsonl"]
 
 
-def test_publish_replaces_a_partition_in_one_step(tmp_path):
-    out = str(tmp_path)
-    old = _write_partition(out, "2026-01-01", _rows(["a", "b"], version="v1"))
-    staging = label_store.staging_dir(out, "2026-01-01", "run2")
-    os.makedirs(staging)
-    pq.write_table(pa.Table.from_pylist(_rows(["c"], version="v2"), schema=label_store.label_schema()),
-                   os.path.join(staging, "part-00000-of-00001.parquet"))
-    ino_new = os.stat(staging).st_ino
-    label_store.publish_partition(staging, old)
-    assert os.stat(old).st_ino == ino_new  # the staging folder itself took the partition's place
-    assert not os.path.exists(staging)
-    assert label_store.read_labels(out)["track_id"].to_pylist() == ["c"]
-    assert label_store.count_rows(old) == 1
+def test_empty_part_files_are_readable(tmp_path):
+    for fmt in label_store.FORMATS:
+        path = str(tmp_path / label_store.part_name(0, 1, fmt=fmt))
+        assert label_store.write_part(path, [], fmt=fmt) == 0
+        assert label_store.read_index_columns(path).num_rows == 0
+    table = pq.read_table(str(tmp_path / "part-00000-of-00001.parquet"))
+    assert table.schema.equals(label_store.label_schema())
 
 
 def test_labels_json_lines_round_trip():
@@ -234,7 +244,7 @@ def test_same_probabilities_as_beams_tf_model_handler(model_dir):
     pytest.importorskip("tensorflow_hub")
     from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
-    path = os.path.join(model_dir, "model.keras")
+    path = _model_path(model_dir)
     reference = TFModelHandlerNumpy(path)
     ours = GenreModelHandler(path)
     mels = list(_mels(4, seed=5))

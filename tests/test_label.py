@@ -3,7 +3,8 @@
 The model is trained in the module fixture on small spectrograms (16 mel bands, 0.5 s segments at
 8 kHz) so that every run takes seconds; it does not use ``training/``.  Pipelines run on the
 in-process FnApiRunner.  Expected values come from calling the Keras model directly on
-``featurize_track`` output, not from the job.
+``featurize_track`` output, not from the job; what a reader sees is read with pyarrow and DuckDB
+from the files the partition's ``_run.json`` lists.
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,13 +22,14 @@ import soundfile as sf
 
 from pipelines import label
 from tinymodel import save_model_dir, tiny_cnn
-from transforms import label_store
+from transforms import commit, label_store
 from transforms.beam_audio import featurize_track
+from transforms.deadletters import DeadLetter
 from transforms.inference import GenreModelHandler
-from transforms.metadata import DatasetMetadata, ModelCard, write_metadata, write_model_card
+from transforms.metadata import DatasetMetadata, ModelCard, write_metadata
 from transforms.shards import open_shard_writer, shard_name
 from transforms.records import make_rows
-from transforms.sources import expand_inputs, refs_from_uris
+from transforms.sources import TrackRef, in_sample, refs_from_pattern
 from transforms.spec import ParameterMismatchError, SpectrogramParams
 
 pytestmark = pytest.mark.slow
@@ -66,13 +65,18 @@ def _make_catalog(root: str) -> str:
     return root
 
 
+def _refs(pattern: str) -> list[TrackRef]:
+    """What the job's input matching finds (sorted by track id), without Beam."""
+    return sorted((r for r in refs_from_pattern(pattern) if isinstance(r, TrackRef)), key=lambda r: r.track_id)
+
+
 def _train_model(model_dir: str, *, audio_root: str, seed: int) -> ModelCard:
     """Fit a tiny CNN for a few epochs on the catalog's spectrograms; write .keras + model.json."""
     import keras
 
     keras.utils.set_random_seed(seed)
     labels = sorted(GENRES)
-    refs = [r for r in refs_from_uris(expand_inputs([f"{audio_root}/*/*.wav"])) if os.path.basename(r.uri) not in BAD]
+    refs = [r for r in _refs(f"{audio_root}/*/*.wav") if os.path.basename(r.uri) not in BAD]
     xs, ys = [], []
     for ref in refs:
         mels = featurize_track(ref, params=PARAMS).mels
@@ -95,13 +99,31 @@ def world(tmp_path_factory):
 
 def _run(world, out, date, *extra, inputs=None):
     argv = ["--input", inputs or f"{world['audio']}/**/*", "--model-dir", world["model"], "--output", str(out),
-            "--run-date", date, "--min-batch-size", "2", "--max-batch-size", "8", *extra, *IN_PROCESS]
+            "--run-date", date, "--min-batch-size", "2", "--max-batch-size", "8", "--max-error-fraction", "0.5",
+            *extra, *IN_PROCESS]
     return label.run(argv)
 
 
 def _good_refs(world):
-    return [r for r in refs_from_uris(expand_inputs([f"{world['audio']}/**/*"]))
-            if os.path.basename(r.uri) not in BAD]
+    return [r for r in _refs(f"{world['audio']}/**/*") if os.path.basename(r.uri) not in BAD]
+
+
+def _partition(out, date) -> str:
+    return os.path.join(str(out), f"run_date={date}")
+
+
+def _commit(out, date) -> dict:
+    with open(os.path.join(_partition(out, date), label_store.RUN_MANIFEST)) as f:
+        return json.load(f)
+
+
+def _listed(out, date, kind="rows") -> list[str]:
+    """The files of one kind that the partition's _run.json lists, as paths: what a reader reads."""
+    return [os.path.join(_partition(out, date), name) for name in _commit(out, date)["files"][kind]]
+
+
+def _ids(out, date) -> list[str]:
+    return sorted(label_store.read_labels(str(out), run_date=date)["track_id"].to_pylist())
 
 
 def _comparable(table):
@@ -122,12 +144,18 @@ def test_labels_equal_the_model_called_directly(world, tmp_path):
     assert c["balanced"] is True
     assert (c["labeled"], c["skipped"]) == (len(good), 0)
     assert manifest["failures"] == {reason: list(BAD.values()).count(reason) for reason in set(BAD.values())}
+    # layout: the commit record and one immutable run folder holding everything the run wrote
     part = tmp_path / "run_date=2026-11-01"
-    assert json.loads((part / "_run.json").read_text())["counts"] == c
-    letters = [json.loads(line) for line in (part / "_errors" / "dead_letters-00000-of-00001.jsonl").open()]
+    run = f"run_id={manifest['run_id']}"
+    assert sorted(os.listdir(part)) == ["_run.json", run]
+    assert _commit(tmp_path, "2026-11-01") == manifest
+    summary = json.loads((part / run / commit.SUMMARY_FILE).read_text())
+    assert summary["counts"] == c and summary["failures"] == manifest["failures"]
+    assert manifest["files"]["rows"] == [f"{run}/part-00000-of-00001.parquet"]
+    letters = [json.loads(line) for f in _listed(tmp_path, "2026-11-01", "dead_letters") for line in open(f)]
     assert sorted((os.path.basename(d["uri"]), d["reason"]) for d in letters) == sorted(BAD.items())
 
-    model = keras.models.load_model(os.path.join(world["model"], "model.keras"))
+    model = keras.models.load_model(os.path.join(world["model"], world["card"].model_file))
     embed = keras.Model(model.inputs[0], model.get_layer("embedding").output)
     rows = {r["track_id"]: r for r in label_store.read_labels(str(tmp_path)).to_pylist()}
     assert sorted(rows) == sorted(r.track_id for r in good)
@@ -143,35 +171,21 @@ def test_labels_equal_the_model_called_directly(world, tmp_path):
         assert row["duration_seconds"] == pytest.approx(feats.duration_seconds, abs=1e-4)
         assert row["embedding"] == pytest.approx(embed.predict(feats.mels, verbose=0).mean(axis=0), abs=1e-4)
         assert row["model_version"] == world["card"].model_version and row["uri"] == ref.uri
-        assert row["fingerprint"].startswith("size:") and row["run_date"] == "2026-11-01"
+        # the skip key is the file listing's version: size and mtime on a local disk
+        assert row["fingerprint"] == ref.listing and ref.listing.startswith("size:")
+        assert row["run_date"] == "2026-11-01"
     # the model learned something: most tracks get their folder's genre
     assert sum(rows[r.track_id]["genre"] == r.label for r in good) >= len(good) - 1
 
-    # Readers: pyarrow dataset with Hive partitioning ignores _run.json, _errors and _staging.
-    table = ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table()
-    assert table.num_rows == len(good) and "run_date" in table.column_names
-    assert len(pd.read_parquet(str(tmp_path))) == len(good)
+    # Readers that follow _run.json: pyarrow and DuckDB on exactly the listed files.
+    files = _listed(tmp_path, "2026-11-01")
+    assert ds.dataset(files, format="parquet").to_table().num_rows == len(good)
     duckdb = pytest.importorskip("duckdb")
-    got = duckdb.sql(
-        f"SELECT run_date, count(*) AS n, count(DISTINCT track_id) AS u FROM "
-        f"read_parquet('{tmp_path}/*/*.parquet', hive_partitioning=true) GROUP BY run_date").fetchall()
-    assert [(str(d), n, u) for d, n, u in got] == [("2026-11-01", len(good), len(good))]
-
-
-def test_json_lines_output_is_readable(world, tmp_path):
-    manifest = _run(world, tmp_path, "2026-11-01", "--format", "jsonl")
-    files = sorted((tmp_path / "run_date=2026-11-01").glob("part-*.jsonl"))
-    assert files and manifest["counts"]["labeled"] == len(_good_refs(world))
-    df = pd.concat([pd.read_json(f, lines=True) for f in files if f.stat().st_size])
-    assert len(df) == manifest["counts"]["labeled"] and df["track_id"].is_unique
-    assert set(df.columns) >= {"track_id", "uri", "fingerprint", "model_version", "labeled_at", "genre",
-                               "probabilities"}
-    first = df.iloc[0]
-    assert first["probabilities"][first["genre"]] == pytest.approx(first["score"])
-    table = ds.dataset(str(tmp_path), format="json", partitioning="hive").to_table()
-    assert table.num_rows == len(df)
-    duckdb = pytest.importorskip("duckdb")
-    assert duckdb.sql(f"SELECT count(*) FROM read_json_auto('{tmp_path}/*/*.jsonl')").fetchall() == [(len(df),)]
+    con = duckdb.connect()  # the README's query: DuckDB follows _run.json itself
+    con.sql(f"SET VARIABLE files = (SELECT list('{part}/' || f) FROM "
+            f"(SELECT unnest(files.rows) AS f FROM read_json('{part}/_run.json')))")
+    got = con.sql("SELECT count(*), count(DISTINCT track_id) FROM read_parquet(getvariable('files'))").fetchall()
+    assert got == [(len(good), len(good))]
 
 
 def test_nightly_skips_and_relabels(world, tmp_path_factory):
@@ -181,12 +195,26 @@ def test_nightly_skips_and_relabels(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     glob = f"{audio}/**/*"
     n_good = 6
-    first = _run(world, out, "2026-11-01", inputs=glob)["counts"]
+    first = _run(world, out, "2026-11-01", "--format", "jsonl", inputs=glob)["counts"]
     assert (first["labeled"], first["skipped"]) == (n_good, 0)
+    # JSON Lines output, read by pandas, pyarrow and DuckDB from the files _run.json lists
+    files = _listed(out, "2026-11-01")
+    assert [os.path.basename(f) for f in files] == ["part-00000-of-00001.jsonl"]
+    df = pd.concat([pd.read_json(f, lines=True) for f in files])
+    assert sorted(df["track_id"]) == _ids(out, "2026-11-01") and len(df) == n_good
+    assert set(df.columns) >= {"track_id", "uri", "fingerprint", "model_version", "labeled_at", "genre",
+                               "probabilities"}
+    row = df.iloc[0]
+    assert row["probabilities"][row["genre"]] == pytest.approx(row["score"])
+    assert ds.dataset(files, format="json").to_table().num_rows == n_good
+    duckdb = pytest.importorskip("duckdb")
+    assert duckdb.sql(f"SELECT count(*) FROM read_json_auto({files!r})").fetchall() == [(n_good,)]
 
+    # the skip is a join with the earlier (JSON Lines) partition, inside the pipeline
     second = _run(world, out, "2026-11-02", inputs=glob)["counts"]
     assert (second["labeled"], second["skipped"], second["dead_letters"]) == (0, n_good, len(BAD))
     assert second["inputs"] == second["labeled"] + second["skipped"] + second["dead_letters"]
+    assert second["segments"] == 0
 
     # a changed file is relabeled; a new file is labeled
     changed = os.path.join(audio, "whistle", "whistle.00001.wav")
@@ -198,87 +226,150 @@ def test_nightly_skips_and_relabels(world, tmp_path_factory):
     assert sorted(r["track_id"] for r in rows) == ["whistle/whistle.00001.wav", "whistle/whistle.00009.wav"]
     assert next(r for r in rows if r["track_id"].endswith("00001.wav"))["n_segments"] == 4  # 2.0 s / 0.5 s
 
-    # --no-skip-labeled relabels everything
-    forced = _run(world, out, "2026-11-04", "--no-skip-labeled", inputs=glob)["counts"]
-    assert (forced["labeled"], forced["skipped"]) == (n_good + 1, 0)
+    # --no-skip-labeled relabels everything (here with --sample: the tracks whose id hashes below 0.5);
+    # a second input pattern adds tracks and renames none
+    extra = tmp_path_factory.mktemp("more")
+    os.makedirs(extra / "late")
+    sf.write(str(extra / "late" / "late.00000.wav"), _tone(180.0, 1.0, 5), SR)
+    forced = _run(world, out, "2026-11-04", "--no-skip-labeled", "--sample", "0.5", "--input", f"{extra}/**/*.wav",
+                  inputs=glob)
+    every = _ids(out, "2026-11-01") + ["late/late.00000.wav", "whistle/whistle.00009.wav"]
+    sampled = sorted(t for t in every if in_sample(t, 0.5))
+    assert 0 < len(sampled) < len(every)
+    assert _ids(out, "2026-11-04") == sampled
+    assert (forced["counts"]["labeled"], forced["counts"]["skipped"]) == (len(sampled), 0)
 
-    # a new model version relabels everything
-    model2 = str(tmp_path_factory.mktemp("model2"))
-    card2 = _train_model(model2, audio_root=world["audio"], seed=1)
-    assert card2.model_version != world["card"].model_version
-    argv = ["--input", glob, "--model-dir", model2, "--output", str(out), "--run-date", "2026-11-05", *IN_PROCESS]
-    new_model = label.run(argv)["counts"]
-    assert (new_model["labeled"], new_model["skipped"]) == (n_good + 1, 0)
-    versions = {r["model_version"] for r in label_store.read_labels(str(out), run_date="2026-11-05").to_pylist()}
-    assert versions == {card2.model_version}
-
-
-def test_same_date_rerun_replaces_the_partition(world, tmp_path):
-    refs = refs_from_uris(expand_inputs([f"{world['audio']}/**/*"]))
-    labeled_first = sum(os.path.basename(r.uri) not in BAD for r in refs[:4])
-    assert _run(world, tmp_path, "2026-11-01", "--limit", "4")["counts"]["labeled"] == labeled_first
-    assert _run(world, tmp_path, "2026-11-02", "--limit", "6")["counts"]["skipped"] == labeled_first
-    before = _comparable(label_store.read_labels(str(tmp_path), run_date="2026-11-02"))
-    again = _run(world, tmp_path, "2026-11-02", "--limit", "6")
-    after = _comparable(label_store.read_labels(str(tmp_path), run_date="2026-11-02"))
-    pd.testing.assert_frame_equal(before, after)
-    assert after["track_id"].is_unique and len(after) == again["counts"]["labeled"]
-    # the rerun saw only partitions before its date, as the first run did
-    assert again["counts"]["skipped"] == labeled_first
-    assert sorted(os.listdir(tmp_path)) == ["run_date=2026-11-01", "run_date=2026-11-02"]
-
-
-def test_limit_and_sample_pick_the_same_tracks(world):
-    refs = refs_from_uris(expand_inputs([f"{world['audio']}/**/*"]))
-    assert label.select_inputs(refs, limit=3) == refs[:3]
-    sample = label.select_inputs(refs, sample=0.5)
-    assert sample == label.select_inputs(refs, sample=0.5) and 0 < len(sample) < len(refs)
-    assert label.select_inputs(refs, sample=0.5, limit=1) == sample[:1]
+    # rerunning 2026-11-03 supersedes it with the same rows: it reads only partitions before its date
+    # (2026-11-04 labeled whistle.00009 too, and must not make the rerun skip it)
+    assert "whistle/whistle.00009.wav" in sampled
+    before = _comparable(label_store.read_labels(str(out), run_date="2026-11-03"))
+    # what a run killed mid-pipeline leaves (a run folder, never committed) and the old layout's _staging
+    dead = Path(_partition(out, "2026-11-03")) / "run_id=20261103T000000Z-deadbeef"
+    dead.mkdir()
+    (dead / "part-00000-of-00001.parquet").write_bytes(b"half a file")
+    (out / "_staging" / "run_date=2026-11-03" / "x").mkdir(parents=True)
+    assert _comparable(label_store.read_labels(str(out), run_date="2026-11-03")).equals(before)
+    again = _run(world, out, "2026-11-03", inputs=glob)
+    pd.testing.assert_frame_equal(_comparable(label_store.read_labels(str(out), run_date="2026-11-03")), before)
+    assert again["counts"] == third["counts"] and again["run_id"] != third["run_id"]
+    # the new run is committed; the superseded run's folder and the leftovers are gone
+    assert sorted(os.listdir(_partition(out, "2026-11-03"))) == ["_run.json", f"run_id={again['run_id']}"]
+    assert sorted(os.listdir(out)) == [f"run_date=2026-11-0{d}" for d in range(1, 5)]
 
 
-def test_failed_run_leaves_the_published_partition_alone(world, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("out")
-    first = _run(world, tmp_path, "2026-11-01", "--limit", "3")
-    published = json.loads((tmp_path / "run_date=2026-11-01" / "_run.json").read_text())
-    broken = tmp_path_factory.mktemp("broken-model")
-    (broken / "model.keras").write_bytes(b"not a keras file")
-    card = dataclasses.replace(world["card"], model_version="broken")
-    write_model_card(str(broken), card)
-    argv = ["--input", f"{world['audio']}/**/*", "--model-dir", str(broken), "--output", str(tmp_path),
-            "--run-date", "2026-11-01", *IN_PROCESS]
-    with pytest.raises(Exception):
-        label.run(argv)
-    assert json.loads((tmp_path / "run_date=2026-11-01" / "_run.json").read_text())["run_id"] == published["run_id"]
-    assert sorted(p for p in os.listdir(tmp_path) if not p.startswith("_")) == ["run_date=2026-11-01"]
-    readable = ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table()
-    assert readable.num_rows == first["counts"]["labeled"]
+def test_skip_join_matches_track_fingerprint_and_model_version(tmp_path):
+    """SkipLabeled alone (no model): what counts as labeled earlier, from committed partitions only."""
+    from apache_beam.testing.util import assert_that, equal_to
+
+    out = str(tmp_path)
+
+    def partition(date, rows, *, committed=True):
+        part = label_store.partition_dir(out, date)
+        name = f"run_id={date.replace('-', '')}T000000Z-00000000/part-00000-of-00001.parquet"
+        os.makedirs(os.path.dirname(os.path.join(part, name)))
+        label_store.write_part(os.path.join(part, name), [
+            {"track_id": t, "fingerprint": fp, "model_version": v, "uri": t, "labeled_at": None,
+             "probabilities": {}, "top_k": []} for t, fp, v in rows], fmt="parquet")
+        if committed:
+            label_store.commit_partition(part, {"run_id": name.split("/")[0][7:], "files": {"rows": [name]}})
+
+    partition("2026-11-01", [("a", "f1", "v1"), ("b", "f1", "v1"), ("c", "f1", "v0")])
+    partition("2026-11-02", [("g", "f1", "v1")], committed=False)  # a run that never committed
+    partition("2026-11-03", [("d", "f1", "v1")])  # on the run date: a rerun must not see it
+    refs = [TrackRef(uri=t, track_id=t, listing=fp) for t, fp in
+            [("a", "f1"), ("b", "f2"), ("c", "f1"), ("d", "f1"), ("g", "f1"), ("h", "")]]
+    import apache_beam as beam
+
+    with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(IN_PROCESS)) as p:
+        checked = p | beam.Create(refs) | label.SkipLabeled(output_dir=out, run_date="2026-11-03", model_version="v1")
+        # a: same file, same model; b: changed file; c: other model; d: dated on the run date;
+        # g: never committed; h: unknown fingerprint (never skipped)
+        assert_that(checked[label.SKIPPED], equal_to(["a"]), label="Skipped")
+        assert_that(checked["todo"] | beam.Map(lambda r: r.track_id), equal_to(["b", "c", "d", "g", "h"]),
+                    label="ToLabel")
 
 
-def test_killed_run_leaves_no_finished_looking_partition(world, tmp_path):
-    env = dict(os.environ, PYTHONPATH=REPO)
-    cmd = [sys.executable, "-m", "pipelines.label", "--input", f"{world['audio']}/**/*", "--model-dir",
-           world["model"], "--output", str(tmp_path), "--run-date", "2026-11-07", *IN_PROCESS]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    staging = tmp_path / "_staging" / "run_date=2026-11-07"
-    deadline = time.time() + 120
-    def writing_started() -> bool:  # the pipeline made its temporary output folder in the staging dir
-        return staging.exists() and any(any(run.iterdir()) for run in staging.iterdir())
+class _FailingHandler(GenreModelHandler):
+    """A model handler whose every batch fails (stands in for a model that throws)."""
 
-    while time.time() < deadline and proc.poll() is None and not writing_started():
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert writing_started()
-    assert not (tmp_path / "run_date=2026-11-07").exists()
-    assert [p for p in os.listdir(tmp_path) if not p.startswith("_")] == []
-    # the next run of that date cleans up and publishes
-    manifest = _run(world, tmp_path, "2026-11-07", "--limit", "2")
-    assert manifest["counts"]["inputs"] == manifest["counts"]["labeled"] + manifest["counts"]["dead_letters"] == 2
-    assert not staging.exists() and not (tmp_path / "_staging").exists()
+    def run_inference(self, batch, model, inference_args=None):
+        raise RuntimeError("model exploded")
 
 
-def test_bad_model_dir_or_features_fail_before_any_work(world, tmp_path):
+class _Killed(BaseException):
+    """Stands in for the launcher process dying (not an Exception: nothing catches it)."""
+
+
+def test_failed_or_killed_runs_never_change_what_readers_see(world, tmp_path, monkeypatch, capsys):
+    import transforms.inference as inference
+
+    date = "2026-11-01"
+    part = tmp_path / f"run_date={date}"
+    # the first run reads a manifest (ids as written in it; a bad file is a dead letter there too)
+    manifest = tmp_path.parent / f"{tmp_path.name}-tracks.csv"
+    chosen = [r for r in _refs(f"{world['audio']}/**/*")][:3]
+    manifest.write_text("uri,track_id\n" + "".join(f"{r.uri},id-{r.track_id}\n" for r in chosen))
+    first = label.run(["--manifest", str(manifest), "--model-dir", world["model"], "--output", str(tmp_path),
+                       "--run-date", date, "--max-error-fraction", "0.5", *IN_PROCESS])
+    first_ids = _ids(tmp_path, date)
+    assert first_ids == sorted(f"id-{r.track_id}" for r in chosen if os.path.basename(r.uri) not in BAD)
+    assert first["counts"]["inputs"] == 3 and len(first_ids) == first["counts"]["labeled"] == 2
+
+    def unchanged() -> None:
+        assert _commit(tmp_path, date) == first
+        assert _ids(tmp_path, date) == first_ids
+        assert sorted(os.listdir(tmp_path)) == [f"run_date={date}"]
+
+    argv = ["--input", f"{world['audio']}/**/*", "--model-dir", world["model"], "--output", str(tmp_path),
+            "--run-date", date, *IN_PROCESS]
+    # 1. the pipeline fails (writing a part file fails, as on a full disk): exit 1, nothing committed
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(label.label_store, "write_part", disk_full)
+    assert label.main(argv + ["--max-error-fraction", "0.5"]) == 1
+    monkeypatch.undo()
+    assert "the pipeline failed, nothing committed" in capsys.readouterr().err
+    unchanged()
+
+    # 2. every input fails (the model throws on every batch): above --max-error-fraction (default 0.1)
+    handler = inference.GenreModelHandler
+    monkeypatch.setattr(inference, "GenreModelHandler", _FailingHandler)
+    assert label.main(argv) == 1
+    monkeypatch.setattr(inference, "GenreModelHandler", handler)
+    err = capsys.readouterr().err
+    assert "10 of 10 inputs failed" in err and "--max-error-fraction 0.1" in err and "nothing committed" in err
+    unchanged()
+    # its dead letters are kept in its run folder (not committed) until the next run of the date
+    (failed,) = [p for p in part.glob("run_id=*") if p.name != f"run_id={first['run_id']}"]
+    summary = json.loads((failed / commit.SUMMARY_FILE).read_text())
+    good = _good_refs(world)
+    assert summary["counts"]["dead_letters"] == summary["counts"]["inputs"] == len(good) + len(BAD)
+    assert summary["failures"]["inference_error"] == len(good)
+    letters = [json.loads(line) for name in summary["files"]["dead_letters"] for line in open(failed / name)]
+    infer = [d for d in letters if d["stage"] == "infer"]
+    assert sorted(d["track_id"] for d in infer) == sorted(r.track_id for r in good)
+    assert all("model exploded" in d["message"] for d in infer)
+
+    # 3. killed right after the commit write, before any cleanup: the new run, all of it, and nothing
+    #    of the old one (killed before the write is case 2: an exception between pipeline and commit)
+    real_commit = label_store.commit_partition
+
+    def die_after(partition, record):
+        real_commit(partition, record)
+        raise _Killed()
+
+    monkeypatch.setattr(label_store, "commit_partition", die_after)
+    with pytest.raises(_Killed):
+        _run(world, tmp_path, date, "--limit", "5")
+    second = _commit(tmp_path, date)
+    second_ids = _ids(tmp_path, date)
+    assert second["run_id"] != first["run_id"] and len(second_ids) == second["counts"]["labeled"] == 3
+    assert (part / f"run_id={first['run_id']}").exists() and len(list(part.glob("run_id=*"))) == 2
+    assert ds.dataset(_listed(tmp_path, date), format="parquet").to_table().num_rows == len(second_ids)
+
+
+def test_bad_options_fail_before_any_work(world, tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(FileNotFoundError, match="model.json"):
         label.run(["--input", f"{world['audio']}/**/*", "--model-dir", str(tmp_path), "--output", str(out),
@@ -290,55 +381,67 @@ def test_bad_model_dir_or_features_fail_before_any_work(world, tmp_path):
                                                shards={}, counts={}, inputs={}, failures={}))
     with pytest.raises(ParameterMismatchError, match="n_mels"):
         label.run(["--features", str(feats), "--model-dir", world["model"], "--output", str(out), *IN_PROCESS])
+    missing = tmp_path / "nowhere"
+    assert label.main(["--input", f"{missing}/**/*.wav", "--model-dir", world["model"], "--output", str(out),
+                       *IN_PROCESS]) == 2
+    assert f"{missing} does not exist" in capsys.readouterr().err
     assert not out.exists()
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "tfrecord"])
-def test_features_dir_gives_the_same_labels_as_audio(world, tmp_path, fmt):
-    feats = str(tmp_path / "features")
+def _write_features(feats: str, refs, *, fmt: str) -> None:
     os.makedirs(feats)
-    good = _good_refs(world)
     name = shard_name("test", 0, 1, fmt=fmt)
     writer = open_shard_writer(os.path.join(feats, name), fmt=fmt, params=PARAMS)
-    for ref in good:
+    for ref in refs:
         f = featurize_track(ref, params=PARAMS)
         writer.write(make_rows(f.mels, params=PARAMS, track_id=ref.track_id, uri=ref.uri, label=ref.label,
                                label_index=sorted(GENRES).index(ref.label), split="test", starts=f.starts))
     writer.close()
     write_metadata(feats, DatasetMetadata(spectrogram=PARAMS, labels=sorted(GENRES), format=fmt,
                                           shards={"test": [name]}, counts={}, inputs={}, failures={}))
-    from_features = label.run(["--features", feats, "--model-dir", world["model"], "--output", str(tmp_path / "a"),
-                               "--run-date", "2026-11-01", *IN_PROCESS])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "tfrecord"])
+def test_features_dir_gives_the_labels_of_the_model_on_those_features(world, tmp_path, fmt):
+    import keras
+
+    feats = str(tmp_path / "features")
+    good = _good_refs(world)
+    _write_features(feats, good, fmt=fmt)
+    argv = ["--features", feats, "--model-dir", world["model"], "--output", str(tmp_path / "a"), *IN_PROCESS]
+    from_features = label.run(argv + ["--run-date", "2026-11-01"])
     assert from_features["counts"]["labeled"] == len(good) == from_features["counts"]["inputs"]
-    manifest = tmp_path / "tracks.csv"  # the audio side reads a manifest
-    manifest.write_text("uri,track_id\n" + "".join(f"{r.uri},{r.track_id}\n" for r in good))
-    from_audio = label.run(["--manifest", str(manifest), "--model-dir", world["model"], "--output",
-                            str(tmp_path / "b"), "--run-date", "2026-11-01", *IN_PROCESS])
-    assert from_audio["counts"]["labeled"] == len(good)
-    a = {r["track_id"]: dict(r["probabilities"]) for r in label_store.read_labels(str(tmp_path / "a")).to_pylist()}
-    b = {r["track_id"]: dict(r["probabilities"]) for r in label_store.read_labels(str(tmp_path / "b")).to_pylist()}
-    assert a.keys() == b.keys()
-    for k in a:
-        assert a[k] == pytest.approx(b[k], abs=1e-6)
+    rows = {r["track_id"]: r for r in label_store.read_labels(str(tmp_path / "a")).to_pylist()}
+    assert sorted(rows) == sorted(r.track_id for r in good)
+    model = keras.models.load_model(os.path.join(world["model"], world["card"].model_file))
+    for ref in good:
+        mels = featurize_track(ref, params=PARAMS).mels
+        p = np.asarray(model(mels, training=False), np.float64).mean(axis=0)
+        row = rows[ref.track_id]
+        assert dict(row["probabilities"]) == pytest.approx(dict(zip(world["card"].labels, p)), abs=1e-5)
+        assert row["n_segments"] == len(mels) and row["uri"] == ref.uri
+        assert row["fingerprint"] == label.CONTENT_FINGERPRINT + row["content_hash"]
+    if fmt == "parquet":  # the same features the next night: skipped by their content hash
+        again = label.run(argv + ["--run-date", "2026-11-02"])["counts"]
+        assert (again["labeled"], again["skipped"]) == (0, len(good))
 
 
-class _FailingHandler(GenreModelHandler):
-    """A model handler whose every batch fails (stands in for a model that throws)."""
-
-    def run_inference(self, batch, model, inference_args=None):
-        raise RuntimeError("model exploded")
-
-
-def test_failed_inference_batches_become_dead_letters(world, tmp_path, monkeypatch):
-    import transforms.inference as inference
-
-    monkeypatch.setattr(inference, "GenreModelHandler", _FailingHandler)
-    manifest = _run(world, tmp_path, "2026-11-01")
-    c, good = manifest["counts"], _good_refs(world)
-    assert (c["labeled"], c["dead_letters"]) == (0, len(good) + len(BAD))
-    assert manifest["failures"]["inference_error"] == len(good)
-    letters = [json.loads(line) for line in
-               (tmp_path / "run_date=2026-11-01" / "_errors" / "dead_letters-00000-of-00001.jsonl").open()]
-    infer = [d for d in letters if d["stage"] == "infer"]
-    assert sorted(d["track_id"] for d in infer) == sorted(r.track_id for r in good)
-    assert all("model exploded" in d["message"] for d in infer)
+def test_shard_tracks_streams_one_track_at_a_time_and_rejects_broken_order():
+    rows = []
+    mels = {t: np.full((n, PARAMS.n_mels, PARAMS.n_frames), float(i), np.float32)
+            for i, (t, n) in enumerate([("a", 2), ("b", 3), ("c", 1)])}
+    for t, m in mels.items():
+        rows += make_rows(m, params=PARAMS, track_id=t, uri=f"/x/{t}.wav", label="drone", label_index=0,
+                          split="test", starts=[i * 4000 for i in range(len(m))])
+    out = list(label.shard_tracks(iter(rows), shard="s", sample_rate=SR, segment_seconds=0.5))
+    assert [o.ref.track_id for o in out] == ["a", "b", "c"]
+    for o in out:
+        np.testing.assert_array_equal(o.mels, mels[o.ref.track_id])
+        assert o.ref.listing == label.CONTENT_FINGERPRINT + o.fingerprint
+    assert out[1].starts == [0, 4000, 8000] and out[1].duration_seconds == pytest.approx(1.5)
+    # b's segments split by a's: the piece that comes back is a dead letter; c without segment 0 is one too
+    broken = rows[2:3] + rows[0:2] + rows[3:5] + [dict(rows[5], segment_index=1)]
+    out = list(label.shard_tracks(iter(broken), shard="s", sample_rate=SR, segment_seconds=0.5))
+    labeled = [o.ref.track_id for o in out if not isinstance(o, DeadLetter)]
+    letters = [(o.track_id, o.reason) for o in out if isinstance(o, DeadLetter)]
+    assert labeled == ["b", "a"] and letters == [("b", "bad_segments"), ("c", "bad_segments")]

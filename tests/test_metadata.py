@@ -96,6 +96,24 @@ def test_dataset_metadata_round_trip(root):
     assert raw["created"].endswith("Z")
 
 
+def test_run_folder_datasets_store_shard_counts_not_names(root):
+    makedirs(root)
+    md = dataclasses.replace(dataset_metadata(), shards={}, run_id="20261201T101500Z-1a2b3c4d",
+                             num_shards={"train": 3, "test": 1},
+                             dead_letters=["run_id=20261201T101500Z-1a2b3c4d/errors/dead_letters-00000-of-00001.jsonl"])
+    write_metadata(root, md)
+    with fsspec.open(f"{root}/{METADATA_FILE}", "r") as f:
+        raw = json.load(f)
+    assert "shards" not in raw and raw["num_shards"] == {"train": 3, "test": 1}  # size independent of the data
+    back = read_metadata(root)
+    assert back.shard_names("train") == [f"run_id={md.run_id}/train-0000{i}-of-00003.parquet" for i in range(3)]
+    assert back.shard_names("validation") == [] and back.splits() == ["test", "train"]
+    assert back.shard_paths(root, "test") == [f"{root}/run_id={md.run_id}/test-00000-of-00001.parquet"]
+    # a dataset written before run folders still reads: explicit names
+    old = dataset_metadata()
+    assert old.shard_paths("/d", "train") == ["/d/train-00000-of-00002.parquet", "/d/train-00001-of-00002.parquet"]
+
+
 def test_model_card_round_trip(root):
     makedirs(root)
     card = model_card()

@@ -212,7 +212,7 @@ def test_backbone_recipe_trains_exports_and_labels(tmp_path):
     from transforms import label_store
     from transforms.beam_audio import featurize_track
     from transforms.metadata import read_metadata, read_model_card
-    from transforms.sources import expand_inputs, refs_from_uris
+    from transforms.sources import TrackRef, refs_from_pattern
 
     in_process = ["--runner", "FnApiRunner", "--direct_running_mode", "in_memory"]
     sr, rng = MUSICNN.sample_rate, np.random.default_rng(1)
@@ -243,7 +243,7 @@ def test_backbone_recipe_trains_exports_and_labels(tmp_path):
 
     x = _patches(2)
     np.save(tmp_path / "x.npy", x)
-    subprocess.run([sys.executable, "-c", LOAD_WITHOUT_TRAINING, os.path.join(model_dir, "model.keras"),
+    subprocess.run([sys.executable, "-c", LOAD_WITHOUT_TRAINING, os.path.join(model_dir, card.model_file),
                     str(tmp_path / "x.npy"), str(tmp_path / "out.npy")], cwd=str(tmp_path), check=True, timeout=300)
     loaded = export.load_model_dir(model_dir).model
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), export.predict_proba(loaded, x), rtol=1e-5, atol=1e-6)
@@ -252,7 +252,7 @@ def test_backbone_recipe_trains_exports_and_labels(tmp_path):
     label.run(["--input", f"{tmp_path / 'audio'}/**/*.wav", "--model-dir", model_dir, "--output", str(out),
                "--run-date", "2026-12-01", "--min-batch-size", "2", "--max-batch-size", "8", *in_process])
     got = {r["track_id"]: r for r in label_store.read_labels(str(out)).to_pylist()}
-    refs = refs_from_uris(expand_inputs([f"{tmp_path / 'audio'}/**/*.wav"]))
+    refs = [r for r in refs_from_pattern(f"{tmp_path / 'audio'}/**/*.wav") if isinstance(r, TrackRef)]
     assert sorted(got) == sorted(r.track_id for r in refs)
     for ref in refs:
         p = export.predict_proba(loaded, featurize_track(ref, params=MUSICNN).mels).astype(np.float64).mean(axis=0)

@@ -13,11 +13,6 @@ processes through Beam's multi-process shared object) and featurize ``--num-shar
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -32,36 +27,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def worker_pool(tmp_path_factory):
     """A worker pool on 127.0.0.1 whose workers are this venv's python (as on a cluster node)."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("pool") / "worker_pool.log", "w+")
-    # The pool starts each worker as `python -c ...` from PATH: it must be the venv's python, or the
-    # worker cannot import apache_beam and the pipeline hangs with no error.
-    env = {**os.environ, "PATH": scaleout.VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
-        cwd=scaleout.REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                pytest.fail(f"worker pool did not start on port {port}:\n{log.read()[-4000:]}")
-            time.sleep(0.5)
-    yield {"port": port, "log": log}
-    # The pool and the workers it started share its process group (start_new_session above).
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=20)
-    log.close()
+    with scaleout.worker_pool(free_port(), str(tmp_path_factory.mktemp("pool") / "worker_pool.log")) as pool:
+        yield pool
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +41,15 @@ def _portable_args(pool: dict) -> list[str]:
             "--environment_config", f"localhost:{pool['port']}"]
 
 
-def _workers_started(pool: dict) -> int:
-    pool["log"].flush()
-    with open(pool["log"].name) as f:
-        return f.read().count("Starting worker")
-
-
 def test_featurize_with_external_workers_equals_the_local_run(worker_pool, world):
     ref = str(world["base"] / "ref-features")
     featurize.run(scaleout.featurize_argv(world["audio"], ref, fmt="tfrecord", num_shards=3) + scaleout.IN_PROCESS)
-    started = _workers_started(worker_pool)
+    started = scaleout.workers_started(worker_pool)
     out = str(world["base"] / "portable-features")
     scaleout.run_job("pipelines.featurize",
                      scaleout.featurize_argv(world["audio"], out, fmt="tfrecord", num_shards=3)
                      + _portable_args(worker_pool))
-    assert _workers_started(worker_pool) > started, "no worker process was started by the pool"
+    assert scaleout.workers_started(worker_pool) > started, "no worker process was started by the pool"
     scaleout.assert_same_features(out, ref)
     md = read_metadata(out)
     assert md.inputs == {"matched": 5, "featurized": 4, "failed": 1}
@@ -102,11 +63,11 @@ def test_featurize_with_external_workers_equals_the_local_run(worker_pool, world
 def test_label_with_external_workers_and_a_shared_model_equals_the_local_run(worker_pool, world):
     ref = str(world["base"] / "ref-labels")
     label.run(scaleout.label_argv(world["audio"], world["model"], ref) + scaleout.IN_PROCESS)
-    started = _workers_started(worker_pool)
+    started = scaleout.workers_started(worker_pool)
     out = str(world["base"] / "portable-labels")
     scaleout.run_job("pipelines.label", scaleout.label_argv(world["audio"], world["model"], out)
                      + ["--large-model"] + _portable_args(worker_pool))
-    assert _workers_started(worker_pool) > started, "no worker process was started by the pool"
+    assert scaleout.workers_started(worker_pool) > started, "no worker process was started by the pool"
     scaleout.assert_same_labels(out, ref)
     counts = scaleout.label_run_manifest(out)["counts"]
     assert (counts["inputs"], counts["labeled"], counts["dead_letters"]) == (5, 4, 1)

@@ -194,20 +194,45 @@ def test_example_batch_through_tf_data(tmp_path):
     assert batch[spec.FEATURE_SEGMENT_INDEX].numpy().tolist() == [0, 1, 2, 3, 4]
 
 
-def test_arrow_schema_matches_feature_schema():
-    schema = arrow_schema(PARAMS)
+def test_parquet_and_tfrecord_give_each_feature_the_same_type_and_size(tmp_path):
+    """The one feature schema, stored both ways, read back by independent readers (pyarrow's
+    Parquet reader and ``tf.io.parse_single_example``): every feature has the dtype TensorFlow
+    makes of the schema's dtype name, as many values as its shape says and the same values."""
+    import tensorflow as tf
+
+    mels, rows = sample_rows(2)
+    path = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(rows_to_table(rows, params=PARAMS), path)
+    schema = pq.read_schema(path)
+    table = pq.read_table(path)
+    parsed = [tf.io.parse_single_example(encode_example(row), tf_feature_description(PARAMS)) for row in rows]
+
     features = feature_schema(PARAMS)
     assert schema.names == [f.name for f in features]
-    types = {"float32": pa.float32(), "int64": pa.int64(), "string": pa.string()}
-    for field, feat in zip(schema, features):
-        assert not field.nullable
-        if feat.shape:
-            assert pa.types.is_fixed_size_list(field.type)
-            assert field.type.list_size == int(np.prod(feat.shape))
-            assert field.type.value_type == types[feat.dtype]
-        else:
-            assert field.type == types[feat.dtype]
     assert schema.metadata[b"genreflow.mel_shape"] == b"16,11"
+    for feat in features:
+        field, want = schema.field(feat.name), tf.as_dtype(feat.dtype)
+        assert not field.nullable, feat.name
+        column = table.column(feat.name).combine_chunks()
+        size = int(np.prod(feat.shape))
+        assert pa.types.is_fixed_size_list(field.type) == bool(feat.shape), feat.name
+        if feat.shape:
+            assert field.type.list_size == size, feat.name
+            column = column.flatten()
+        for i, example in enumerate(parsed):
+            tf_values = example[feat.name]
+            assert tf_values.dtype == want, feat.name
+            assert tf_values.shape.num_elements() == size, feat.name
+            arrow_values = column.slice(i * size, size).to_numpy(zero_copy_only=False)
+            if want == tf.string:
+                assert pa.types.is_string(field.type), feat.name
+                assert [v.decode() for v in np.ravel(tf_values.numpy())] == list(arrow_values), feat.name
+            else:
+                assert arrow_values.dtype == want.as_numpy_dtype, feat.name
+                np.testing.assert_array_equal(arrow_values, np.ravel(tf_values.numpy()), err_msg=feat.name)
+    np.testing.assert_array_equal(
+        table.column(spec.FEATURE_MEL).combine_chunks().flatten().to_numpy().reshape(mels.shape), mels
+    )
 
 
 def test_parquet_round_trip_through_a_real_file(tmp_path):

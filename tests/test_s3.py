@@ -6,7 +6,9 @@ standard AWS environment variables, with ``AWS_ENDPOINT_URL`` overriding the end
 
 from __future__ import annotations
 
+import glob
 import os
+import urllib.request
 
 import pytest
 
@@ -30,6 +32,9 @@ def s3(monkeypatch):
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # moto keeps its buckets in process-wide state: start every test from an empty store
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST"),
+                           timeout=10).close()
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -67,17 +72,18 @@ def test_featurize_reads_and_writes_s3(tmp_path, s3, gtzan_tree, make_bad_files)
     import pyarrow.parquet as pq
 
     rows = []
-    for names in md.shards.values():
-        for name in names:
-            rows += table_to_rows(pq.read_table(f"genreflow-test/out/{name}", filesystem=s3))
+    for path in md.shard_paths("genreflow-test/out"):
+        rows += table_to_rows(pq.read_table(path, filesystem=s3))
     assert len(rows) == sum(md.counts[s]["segments"] for s in spec.SPLITS) == 6 * 3
     assert {r[spec.FEATURE_URI] for r in rows} == {
         f"s3://genreflow-test/corpus/{os.path.relpath(p, root)}" for p in files
     }
     assert all(md.labels[r[spec.FEATURE_LABEL_INDEX]] == r[spec.FEATURE_LABEL] for r in rows)
-    with s3.open("genreflow-test/out/errors/dead_letters-00000-of-00001.jsonl", "r") as f:
+    (letters,) = md.dead_letters
+    with s3.open(f"genreflow-test/out/{letters}", "r") as f:
         assert '"uri": "s3://genreflow-test/corpus/jazz/corrupt.wav"' in f.read()
-    assert not s3.glob(f"genreflow-test/out/{featurize.STAGING_PREFIX}*")
+    listed = sorted(p.rsplit("/", 1)[-1] for p in s3.ls("genreflow-test/out", refresh=True))
+    assert listed == ["metadata.json", f"run_id={md.run_id}"]
 
     # the same bucket as TFRecord, read back with tf.data after download (TF 2.21 has no s3://)
     out = "s3://genreflow-test/tfr"
@@ -89,7 +95,7 @@ def test_featurize_reads_and_writes_s3(tmp_path, s3, gtzan_tree, make_bad_files)
 
     local = tmp_path / "tfr"
     s3.get("genreflow-test/tfr/", str(local), recursive=True)
-    paths = [str(local / n) for names in md.shards.values() for n in names]
+    paths = md.shard_paths(str(local))
     description = tf_feature_description(md.spectrogram)
     n = 0
     for raw in tf.data.TFRecordDataset(paths, compression_type="GZIP"):
@@ -97,3 +103,41 @@ def test_featurize_reads_and_writes_s3(tmp_path, s3, gtzan_tree, make_bad_files)
         assert ex[spec.FEATURE_MEL].shape == (md.spectrogram.n_mels * md.spectrogram.n_frames,)
         n += 1
     assert n == 3 * 3
+
+
+@pytest.mark.slow
+def test_label_reads_and_writes_s3(tmp_path, s3):
+    """Audio on s3, labels on s3: commit, the skip join against s3 partitions, a same-date rerun."""
+    import scaleout
+    from pipelines import label
+    from transforms import label_store
+
+    audio = scaleout.make_catalog(str(tmp_path / "audio"))
+    model = str(tmp_path / "model")
+    scaleout.make_model(model)
+    s3.put(str(tmp_path / "audio"), "genreflow-test/catalog", recursive=True)
+    out = "s3://genreflow-test/labels"
+
+    def run(date: str) -> dict:
+        argv = scaleout.label_argv("s3://genreflow-test/catalog/**/*.wav", model, out, run_date=date)
+        return label.run(argv + IN_PROCESS)
+
+    first = run("2026-01-01")
+    assert first["counts"] == {"inputs": 5, "labeled": 4, "skipped": 0, "dead_letters": 1, "segments": 10,
+                               "balanced": True}
+    rows = label_store.read_labels(out).to_pylist()
+    assert sorted(r["track_id"] for r in rows) == sorted(
+        os.path.relpath(p, tmp_path / "audio") for p in glob.glob(audio) if not p.endswith("corrupt.wav"))
+    assert all(r["uri"].startswith("s3://genreflow-test/catalog/") and r["fingerprint"].startswith("etag:")
+               for r in rows)
+    # the next night skips every track by its ETag; its rerun supersedes it
+    second = run("2026-01-02")
+    assert (second["counts"]["labeled"], second["counts"]["skipped"]) == (0, 4)
+    again = run("2026-01-02")
+    assert again["counts"] == second["counts"] and again["run_id"] != second["run_id"]
+    assert sorted(s3.ls("genreflow-test/labels/run_date=2026-01-02")) == [
+        "genreflow-test/labels/run_date=2026-01-02/_run.json",
+        f"genreflow-test/labels/run_date=2026-01-02/run_id={again['run_id']}"]
+    assert label_store.read_commit(label_store.partition_dir(out, "2026-01-02"))["run_id"] == again["run_id"]
+    with s3.open(f"genreflow-test/labels/run_date=2026-01-01/{first['files']['dead_letters'][0]}", "r") as f:
+        assert '"uri": "s3://genreflow-test/catalog/drone/corrupt.wav"' in f.read()

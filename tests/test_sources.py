@@ -1,4 +1,5 @@
-"""Inputs: glob rules, manifests, track ids, labels, splits and fingerprints (no Beam)."""
+"""Inputs: glob rules, manifests, track ids, labels, splits and listing fingerprints (plain functions),
+and ReadTrackRefs, the transform that reads them inside the pipeline."""
 
 from __future__ import annotations
 
@@ -8,18 +9,23 @@ import os
 import uuid
 
 import fsspec
+import fsspec.implementations.local
 import pytest
 
 from transforms.sources import (
+    ReadTrackRefs,
     TrackRef,
     assign_split,
     assign_splits,
+    check_manifest_header,
+    check_patterns,
     expand_braces,
     expand_inputs,
-    file_fingerprint,
+    match_pattern,
     parse_split_fractions,
+    pattern_base,
     read_manifest,
-    refs_from_uris,
+    refs_from_pattern,
 )
 
 
@@ -88,22 +94,75 @@ def test_memory_filesystem_gives_full_uris():
         assert f.read() == b"x"
 
 
-def test_labels_and_track_ids_from_gtzan_layout():
-    uris = ["/data/gtzan/blues/blues.00000.wav", "/data/gtzan/jazz/jazz.00001.au"]
-    refs = refs_from_uris(uris)
+def test_labels_and_track_ids_from_gtzan_layout(tmp_path):
+    for rel in ("gtzan/blues/blues.00000.wav", "gtzan/jazz/jazz.00001.au"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    refs = sorted(refs_from_pattern(f"{tmp_path}/gtzan/**/*.*"), key=lambda r: r.uri)
     assert [r.label for r in refs] == ["blues", "jazz"]
     assert [r.track_id for r in refs] == ["blues/blues.00000.wav", "jazz/jazz.00001.au"]
+    assert all(r.listing.startswith("size:1:mtime:") for r in refs)  # from the listing, no extra call
     # the id does not depend on where the collection lives, so hashed splits survive a copy
-    moved = refs_from_uris([u.replace("/data/gtzan", "s3://bucket/corpus") for u in uris])
+    fs = fsspec.filesystem("memory")
+    root = f"memory://ids-{uuid.uuid4().hex}"
+    for r in refs:
+        fs.pipe(r.uri.replace(str(tmp_path / "gtzan"), root), b"x")
+    moved = sorted(refs_from_pattern(f"{root}/*/*"), key=lambda r: r.uri)
     assert [r.track_id for r in moved] == [r.track_id for r in refs]
 
 
-def test_track_ids_grow_until_unique():
-    uris = ["/a/x/rock/song.wav", "/b/x/rock/song.wav", "/b/y/pop/song.wav"]
-    ids = [r.track_id for r in refs_from_uris(uris)]
-    assert len(set(ids)) == 3
-    assert ids[2] == "pop/song.wav"  # no clash: shortest form
-    assert ids[0].endswith("rock/song.wav") and ids[0] != ids[1]
+def test_track_id_is_the_path_below_the_patterns_fixed_folders():
+    assert pattern_base("/data/gtzan/**/*.wav") == "/data/gtzan"
+    assert pattern_base("s3://bucket/x/*/y/*.mp3") == "s3://bucket/x"
+    assert pattern_base("/data/out[[]1]/a.wav") == "/data"  # an escaped '[' is still a wildcard component
+
+
+def test_adding_inputs_never_changes_an_existing_id(tree, tmp_path):
+    other = tmp_path / "other" / "a"
+    other.mkdir(parents=True)
+    (other / "x.wav").write_bytes(b"data")  # same relative path as root/a/x.wav
+    alone = {r.uri: r.track_id for r in refs_from_pattern(f"{tree}/**/*.wav")}
+    with_other = {r.uri: r.track_id for p in (f"{tree}/**/*.wav", f"{tmp_path}/other/**/*.wav")
+                  for r in refs_from_pattern(p)}
+    assert {u: with_other[u] for u in alone} == alone
+
+
+def test_literal_brackets_and_unreadable_folders(tmp_path, monkeypatch):
+    odd = tmp_path / "live [2019]" / "rock"
+    odd.mkdir(parents=True)
+    (odd / "a.wav").write_bytes(b"x")
+    import glob as pyglob
+
+    escaped = pyglob.escape(str(tmp_path / "live [2019]")) + "/**/*.wav"
+    # the escaped component is a pattern component, so the id starts at its parent folder
+    assert [m.relative for m in match_pattern(escaped)] == ["live [2019]/rock/a.wav"]
+    assert [r.track_id for r in refs_from_pattern(str(tmp_path / "live [2019]"))] == ["rock/a.wav"]  # a folder
+    locked = tmp_path / "live [2019]" / "locked"
+    locked.mkdir()
+    (locked / "b.wav").write_bytes(b"x")
+    # the suite runs as root, which reads any folder: make listing this one fail as it does for a user
+    real_ls = fsspec.implementations.local.LocalFileSystem.ls
+
+    def ls(self, path, *args, **kwargs):
+        if str(path).rstrip("/") == str(locked):
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real_ls(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(fsspec.implementations.local.LocalFileSystem, "ls", ls)
+    found = list(match_pattern(str(tmp_path / "live [2019]")))
+    assert [m.relative for m in found if hasattr(m, "relative")] == ["rock/a.wav"]
+    letters = [m for m in found if not hasattr(m, "relative")]
+    assert [(d.reason, d.uri) for d in letters] == [("unreadable_folder", str(locked))]
+
+
+def test_launcher_checks_read_no_rows(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        check_patterns([str(tmp_path / "nowhere" / "**" / "*.wav")])
+    (tmp_path / "m.csv").write_text("path,label\na.wav,rock\n")
+    with pytest.raises(ValueError, match="'uri' column"):
+        check_manifest_header(str(tmp_path / "m.csv"))
+    with pytest.raises(ValueError, match="matches no file"):
+        check_manifest_header(str(tmp_path / "none-*.csv"))
 
 
 def test_manifest_csv_and_jsonl(tmp_path):
@@ -115,7 +174,7 @@ def test_manifest_csv_and_jsonl(tmp_path):
     )
     refs = read_manifest(str(tmp_path / "m.csv"))
     assert refs[0] == TrackRef(uri=str(tmp_path / "audio/a.wav"), track_id="audio/a.wav", label="rock",
-                               split="test", group="artist1")
+                               split="test", group="artist1")  # id: the uri as written
     assert refs[1].track_id == "my-b" and refs[1].uri == "/abs/b.wav"
     assert refs[2].label == "" and refs[2].split == ""  # a manifest never guesses labels from folders
 
@@ -123,6 +182,14 @@ def test_manifest_csv_and_jsonl(tmp_path):
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
     refs = read_manifest(str(tmp_path / "m.jsonl"))
     assert [r.label for r in refs] == ["pop", ""] and refs[1].split == "validation"
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"uri": ["p/1.wav", "p/2.wav"], "label": ["rock", "jazz"]}), tmp_path / "m.parquet")
+    refs = read_manifest(str(tmp_path / "m.parquet"))
+    assert [(r.track_id, r.label) for r in refs] == [("p/1.wav", "rock"), ("p/2.wav", "jazz")]
+    assert refs[0].uri == str(tmp_path / "p/1.wav")
 
 
 @pytest.mark.parametrize(
@@ -133,6 +200,7 @@ def test_manifest_csv_and_jsonl(tmp_path):
         ("uri,track_id\na.wav,t\nb.wav,t\n", "track_id"),
         ("uri\na.wav\na.wav\n", "repeats"),
         ("uri\n", "no rows"),
+        ("uri,split\n,train\n", "missing 'uri'"),
     ],
 )
 def test_bad_manifests_name_the_problem(tmp_path, content, message):
@@ -148,10 +216,15 @@ def test_split_fractions_parse_and_validate():
             parse_split_fractions(bad)
 
 
-def test_assign_split_is_deterministic_and_follows_fractions():
+def test_assign_split_is_pinned_and_follows_fractions():
+    # pinned: a track's split may never change between versions (it would leak test tracks into training)
+    pinned = {"blues/blues.00000.wav": ("train", "validation"), "jazz/jazz.00003.wav": ("train", "train"),
+              "rock/rock.00042.au": ("train", "validation"), "artist-17": ("test", "test"), "a.wav": ("train", "test")}
+    for key, (at_80, at_thirds) in pinned.items():
+        assert assign_split(key, (0.8, 0.1, 0.1)) == at_80, key
+        assert assign_split(key, (0.34, 0.33, 0.33)) == at_thirds, key
     keys = [f"genre/track{i:05d}.wav" for i in range(20000)]
     first = [assign_split(k, (0.8, 0.1, 0.1)) for k in keys]
-    assert first == [assign_split(k, (0.8, 0.1, 0.1)) for k in keys]
     share = collections.Counter(first)
     assert abs(share["train"] / len(keys) - 0.8) < 0.015
     assert abs(share["validation"] / len(keys) - 0.1) < 0.01
@@ -171,10 +244,33 @@ def test_groups_stay_together_and_manifest_split_wins():
     assert out[-1].split == "test"
 
 
-def test_file_fingerprint_changes_with_content(tmp_path):
+def test_listing_fingerprint_changes_with_content(tmp_path):
     p = tmp_path / "a.wav"
     p.write_bytes(b"1234")
-    before = file_fingerprint(str(p))
+    before = next(match_pattern(str(p))).listing
     p.write_bytes(b"123456")
-    assert before and file_fingerprint(str(p)) != before
-    assert file_fingerprint(str(tmp_path / "missing.wav")) == ""
+    assert before and next(match_pattern(str(p))).listing != before
+
+
+def test_read_track_refs_in_a_pipeline(tree, tmp_path):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join([json.dumps({"uri": "a.wav", "label": "x"}), json.dumps({"uri": "a.wav"}),
+                                   "{broken", json.dumps({"uri": "b.wav", "track_id": "a.wav"})]) + "\n")
+    with TestPipeline() as p:
+        by_glob = p | "Glob" >> ReadTrackRefs(patterns=[f"{tree}/**/*.wav", f"{tree}/a/*.wav"])  # a/x.wav twice
+        assert_that(by_glob["refs"] | "GlobIds" >> beam.Map(lambda r: (r.track_id, r.label)),
+                    equal_to([("a/x.wav", "a"), ("top.wav", "root")]), label="glob refs")
+        assert_that(by_glob["dead_letters"], equal_to([]), label="glob letters")
+        by_manifest = p | "Manifest" >> ReadTrackRefs(manifest=str(manifest))
+        assert_that(by_manifest["refs"] | "ManifestIds" >> beam.Map(lambda r: (r.track_id, r.label)),
+                    equal_to([("a.wav", "x")]), label="manifest refs")
+        # the repeated uri, the broken line and the repeated id: one dead letter each, nothing lost
+        assert_that(by_manifest["dead_letters"] | "Reasons" >> beam.Map(lambda d: d.reason),
+                    equal_to(["duplicate_track_id", "bad_manifest_row", "duplicate_track_id"]), label="letters")
+        sampled = p | "Sampled" >> ReadTrackRefs(patterns=[f"{tree}/**"], limit=2)
+        assert_that(sampled["refs"] | "Limited" >> beam.Map(lambda r: r.track_id),
+                    equal_to(["a/b/y.au", "a/b/z.flac"]), label="limit")

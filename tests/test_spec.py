@@ -123,6 +123,13 @@ def test_check_compatible_names_every_differing_field():
         ({"fmax": 20000.0}, "fmax"),
         ({"fmin": 4000.0, "fmax": 3000.0}, "fmin"),
         ({"fmin": float("nan")}, "fmin"),
+        # issue 12, item 10: fmin above Nyquist with the default fmax, absurd mel counts and rates
+        ({"fmin": 12000.0}, "need 0 <= fmin < fmax <= sample_rate/2 = 11025 Hz"),
+        ({"fmin": 11025.0}, "fmin"),
+        ({"sample_rate": 16000, "fmin": 9000.0}, "sample_rate/2 = 8000 Hz"),
+        ({"n_mels": 100000}, "n_mels 100000 is more mel bands than the 1025 FFT bins"),
+        ({"n_fft": 256, "n_mels": 130}, "129 FFT bins"),
+        ({"sample_rate": 10**9}, "sample_rate must be in (0, 768000]"),
         ({"log": "ln"}, "log"),
         ({"min_tail_fraction": 0.0}, "min_tail_fraction"),
         ({"min_tail_fraction": 1.5}, "min_tail_fraction"),

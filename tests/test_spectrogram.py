@@ -94,9 +94,12 @@ def test_parity_on_synthetic_audio(name):
 
 
 def test_silence_is_the_floor():
+    # float32 log10 differs by an ulp or two between CPUs and numpy's SIMD paths (-100.0000076 on
+    # one machine, -100.0 on another): compare within a few float32 ulps, never exactly.
     p = SpectrogramParams()
     out = log_mel(np.zeros(p.segment_samples, np.float32), mel=mel_filter(p))
-    np.testing.assert_array_equal(out, np.full(p.mel_shape, 10 * np.log10(p.amin), np.float32))
+    assert out.shape == p.mel_shape
+    np.testing.assert_allclose(out, 10 * np.log10(p.amin), rtol=4 * np.finfo(np.float32).eps, atol=0)
 
 
 def test_single_segment_equals_its_row_in_a_batch():
@@ -106,7 +109,9 @@ def test_single_segment_equals_its_row_in_a_batch():
     batch = log_mel(segs, mel=mel)
     one = log_mel(segs[2], mel=mel)
     assert one.shape == p.mel_shape
-    np.testing.assert_array_equal(one, batch[2])
+    # pocketfft may take a SIMD path for a batch and a scalar one for a single row: equal to
+    # float32 rounding, not bit for bit on every CPU.
+    np.testing.assert_allclose(one, batch[2], rtol=0, atol=1e-4)
 
 
 def test_top_db_is_per_segment():

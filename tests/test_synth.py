@@ -15,7 +15,7 @@ import soundfile as sf
 from pipelines import synth
 from pipelines.synth_styles import STYLE_NAMES, STYLES, Layer, Style, karplus_strong, render_clip
 from transforms.audio import AudioError, load_mono
-from transforms.sources import read_manifest, refs_from_uris
+from transforms.sources import read_manifest, refs_from_pattern
 from transforms.spec import SpectrogramParams
 
 SR = 22050
@@ -158,12 +158,13 @@ def test_layout_and_manifest(collection):
     assert tuple(rows[0]) == synth.MANIFEST_COLUMNS
     assert {r["uri"] for r in rows} == expected
     assert all(r["label"] == r["uri"].split("/")[0] for r in rows)
-    # The project's manifest reader resolves the relative uris, and its track ids equal what the
-    # glob + folder-layout path derives, so both ways of reading the collection agree.
+    # The project's manifest reader resolves the relative uris, and its track ids (the uris as
+    # written) equal what a glob over the collection derives, so both ways of reading it agree.
     refs = read_manifest(collection.manifest)
     assert {r.uri for r in refs} == {os.path.join(root, rel) for rel in expected}
-    good = sorted(os.path.join(root, rel) for rel in expected)
-    assert {(r.uri, r.track_id, r.label) for r in refs} == {(r.uri, r.track_id, r.label) for r in refs_from_uris(good)}
+    globbed = {(r.uri, r.track_id, r.label) for r in refs_from_pattern(f"{root}/*/*.*")
+               if r.uri in {x.uri for x in refs}}
+    assert {(r.uri, r.track_id, r.label) for r in refs} == globbed
     with open(collection.summary) as f:
         summary = json.load(f)
     assert summary["counts"]["tracks"] == 12 and summary["counts"]["corrupt"] == 5
@@ -270,11 +271,16 @@ def _softmax_regression(x: np.ndarray, y: np.ndarray, n_classes: int, *, steps: 
     return w
 
 
-def test_mean_mfcc_linear_classifier_is_above_chance_but_not_perfect():
+def test_mean_mfcc_classifiers_reach_the_measured_45_and_55_percent():
     """A linear classifier on mean MFCCs (the classic GTZAN baseline) must not solve the styles.
 
     12 clips of 3 s per style, 6 for training and 6 held out; mean of 20 librosa MFCCs per clip,
-    standardised on the training half.  Chance is 1/10.
+    standardised on the training half.  Chance is 1/10.  Measured (the figure the README quotes):
+    27 of 60 held-out clips (45%) right for softmax regression, 33 (55%) for the nearest class
+    centroid.  Everything is deterministic; the tolerance of 2 clips covers float differences across
+    FFT/BLAS builds moving a clip that sits on a decision boundary (the closest held-out clip has a
+    logit margin of 0.012 against a median of 1.7), and nothing more: a change to the generator that
+    makes the styles easier or harder to tell apart fails here, and the README must follow it.
     """
     import librosa
 
@@ -295,6 +301,7 @@ def test_mean_mfcc_linear_classifier_is_above_chance_but_not_perfect():
     centroids = np.stack([z[train & (y == k)].mean(axis=0) for k in range(len(STYLE_NAMES))])
     nearest = np.argmin(((z[~train, None, :] - centroids[None]) ** 2).sum(axis=-1), axis=1)
     centroid_acc = float(np.mean(nearest == y[~train]))
-    chance = 1.0 / len(STYLE_NAMES)
-    assert held_out > 3 * chance and centroid_acc > 3 * chance, (held_out, centroid_acc)
-    assert held_out < 1.0 and centroid_acc < 1.0, (held_out, centroid_acc)
+    n_held_out = int((~train).sum())
+    assert n_held_out == 60
+    assert held_out == pytest.approx(27 / n_held_out, abs=2 / n_held_out), held_out
+    assert centroid_acc == pytest.approx(33 / n_held_out, abs=2 / n_held_out), centroid_acc

@@ -9,13 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
-import trainutil  # noqa: E402
-from training import evaluate, export, train  # noqa: E402
-from training.model import ARCHITECTURES, DEFAULT_ARCHITECTURE, EMBEDDING_LAYER, build_model, make_normalizer  # noqa: E402
-from transforms.metadata import read_metadata, read_model_card  # noqa: E402
-from transforms.spec import ParameterMismatchError  # noqa: E402
+import trainutil
+from training import evaluate, export, train
+from training.model import ARCHITECTURES, DEFAULT_ARCHITECTURE, EMBEDDING_LAYER, build_model, make_normalizer
+from transforms.metadata import read_metadata, read_model_card
+from transforms.spec import ParameterMismatchError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--freq-mask", "3", "--time-mask", "3", "--batch-size", "16", "--warmup-epochs", "1", "--verbose", "0"]
@@ -48,13 +46,13 @@ def test_training_learns_and_writes_a_complete_model_dir(dataset, trained):
     assert metrics["track"]["n"] == 9  # 3 test tracks x 3 labels
     assert metrics["track"]["balanced_accuracy"] >= 0.8  # chance is 1/3
     assert metrics["segment"]["accuracy"] >= 0.7
-    for name in ("model.keras", "model.json", "history.csv", "training_curves.png",
+    card = read_model_card(model_dir)
+    for name in (card.model_file, "model.json", "history.csv", "training_curves.png",
                  "confusion_track.png", "confusion_segment.json"):
         assert os.path.getsize(os.path.join(model_dir, name)) > 0, name
     assert not os.path.exists(os.path.join(model_dir, "backup"))  # removed after a finished run
     assert os.listdir(os.path.join(model_dir, "logs"))  # TensorBoard
 
-    card = read_model_card(model_dir)
     md = read_metadata(dataset)
     assert card.labels == md.labels
     assert card.spectrogram == md.spectrogram
@@ -62,7 +60,9 @@ def test_training_learns_and_writes_a_complete_model_dir(dataset, trained):
     assert card.input_shape == list(md.spectrogram.mel_shape)
     assert card.embedding_layer == EMBEDDING_LAYER
     assert card.data_fingerprint == _sha16(os.path.join(dataset, "metadata.json"))
-    assert card.model_version == _sha16(os.path.join(model_dir, "model.keras")) == summary["model_version"]
+    assert card.model_sha256[:16] == _sha16(os.path.join(model_dir, card.model_file))
+    assert card.model_file == f"model-{card.model_sha256[:16]}.keras"
+    assert card.model_version == summary["model_version"]
     assert card.metrics["track_balanced_accuracy"] == metrics["track"]["balanced_accuracy"]
     assert summary["epochs_run"] == list(range(8))
 
@@ -109,7 +109,7 @@ def _load_elsewhere(model_dir, tmp_path, how):
     x = rng.normal(-40, 10, size=(5, *trainutil.TINY_PARAMS.mel_shape)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     subprocess.run(
-        [sys.executable, "-c", LOAD_SCRIPT, os.path.join(model_dir, "model.keras"),
+        [sys.executable, "-c", LOAD_SCRIPT, os.path.join(model_dir, read_model_card(model_dir).model_file),
          str(tmp_path / "x.npy"), str(tmp_path / "out.npy"), how],
         cwd=str(tmp_path), check=True, timeout=300,
     )
@@ -198,7 +198,7 @@ train.train(train.parse_args(sys.argv[1:]), callbacks=[Kill()])
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_at_the_next_epoch(dataset, tmp_path):
+def test_killed_run_resumes_at_the_next_epoch(dataset, tmp_path, capsys):
     model_dir = str(tmp_path / "model")
     args = ["--data", dataset, "--model-dir", model_dir, "--epochs", "4", *TINY]
     killed = subprocess.run(
@@ -209,9 +209,56 @@ def test_killed_run_resumes_at_the_next_epoch(dataset, tmp_path):
     assert not os.path.exists(os.path.join(model_dir, "model.json"))
     assert os.path.exists(os.path.join(model_dir, "backup"))
 
+    # resuming that backup on other data is refused before any work (issue 12, item 9)
+    other = str(tmp_path / "other-data")
+    trainutil.write_dataset(other, fmt="tfrecord", seed=2)
+    backup_files = sorted(os.listdir(os.path.join(model_dir, "backup")))
+    assert train.main(["--data", other, "--model-dir", model_dir, "--epochs", "4", *TINY]) == 2
+    assert "holds an unfinished checkpoint of a run on data" in capsys.readouterr().err
+    assert sorted(os.listdir(os.path.join(model_dir, "backup"))) == backup_files
+
     summary = train.run(args)
     assert summary["epochs_run"] == [2, 3]
     with open(os.path.join(model_dir, "history.csv")) as f:
         epochs = [int(line.split(",")[0]) for line in f.read().splitlines()[1:]]
     assert epochs == [0, 1, 2, 3]
     assert read_model_card(model_dir).extra["epochs_completed"] == 4
+
+
+# Option values that cannot make a useful run (issue 12, items 9 and 10) ---------------------------------
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["--epochs", "-1"], "--epochs must be >= 1, got -1"),
+        (["--learning-rate", "0"], "--learning-rate must be > 0"),
+        (["--label-smoothing", "1.5"], "--label-smoothing must be in [0, 1)"),
+        (["--mixup", "nan"], "--mixup must be >= 0, got nan"),
+    ],
+)
+def test_useless_values_exit_2_with_one_line(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exc:
+        train.parse_args(["--data", str(tmp_path), "--model-dir", str(tmp_path / "m"), *extra])
+    assert exc.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("genreflow train: error: ") and message in last
+    assert not (tmp_path / "m").exists()
+
+
+def test_model_dir_onto_a_file_exits_2(tmp_path, capsys):
+    (tmp_path / "model").write_text("not a folder")
+    with pytest.raises(SystemExit) as exc:
+        train.parse_args(["--data", str(tmp_path), "--model-dir", str(tmp_path / "model")])
+    assert exc.value.code == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_backup_without_a_marker_is_not_resumed(dataset, tmp_path):
+    """A checkpoint whose data is unknown (written before the marker existed) is not trusted."""
+    backup = tmp_path / "model" / "backup"
+    backup.mkdir(parents=True)
+    (backup / "latest.weights.h5").write_bytes(b"weights of some other run")
+    cfg = train.parse_args(["--data", dataset, "--model-dir", str(tmp_path / "model")])
+    with pytest.raises(ValueError, match="holds an unfinished checkpoint of an unknown run"):
+        train.check_resume(cfg, data_fingerprint=export.data_fingerprint(dataset))

@@ -4,12 +4,11 @@ import collections
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-
-import trainutil  # noqa: E402
-from training import data  # noqa: E402
-from transforms.metadata import read_metadata  # noqa: E402
+import trainutil
+from training import data
+from transforms.metadata import read_metadata
 
 LABELS = ("blues", "jazz", "rock")
 IMBALANCED = {"train": [6, 3, 1], "test": 1}

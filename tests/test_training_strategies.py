@@ -14,11 +14,9 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
-import trainutil  # noqa: E402
-from conftest import free_port  # noqa: E402
-from transforms.metadata import read_metadata, read_model_card  # noqa: E402
+import trainutil
+from conftest import free_port
+from transforms.metadata import read_metadata, read_model_card
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--freq-mask", "3", "--time-mask", "3", "--batch-size", "16", "--warmup-epochs", "1", "--verbose", "0",

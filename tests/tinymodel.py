@@ -7,11 +7,10 @@ in seconds.  Tests do not use ``training/``: the label job must work with any mo
 
 from __future__ import annotations
 
-import hashlib
-import os
 from typing import Any, Sequence
 
-from transforms.metadata import ModelCard, write_model_card
+from transforms.inference import write_model_dir
+from transforms.metadata import ModelCard
 from transforms.spec import SpectrogramParams
 
 
@@ -31,13 +30,7 @@ def tiny_cnn(params: SpectrogramParams, *, n_labels: int) -> Any:
 
 
 def save_model_dir(model: Any, model_dir: str, *, labels: Sequence[str], params: SpectrogramParams) -> ModelCard:
-    """Save ``model.keras`` and write ``model.json`` (version = hash of the saved file)."""
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, "model.keras")
-    model.save(path)
-    with open(path, "rb") as f:
-        version = hashlib.sha256(f.read()).hexdigest()[:16]
-    card = ModelCard(model_file="model.keras", model_version=version, labels=list(labels), spectrogram=params,
+    """Export through the trainer's writer (:func:`transforms.inference.write_model_dir`)."""
+    card = ModelCard(model_file="", model_version="", labels=list(labels), spectrogram=params,
                      input_shape=list(params.mel_shape), embedding_layer="embedding")
-    write_model_card(model_dir, card)
-    return card
+    return write_model_dir(model_dir, model=model, card=card)

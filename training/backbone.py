@@ -250,7 +250,7 @@ def fit(cfg: Any, *, metadata: DatasetMetadata, callbacks: Sequence[Any] = ()) -
     x_train, y_train = split_features("train")
     if not len(x_train):
         raise ValueError(f"{cfg.data} has no labeled training segments")
-    has_validation = bool(metadata.shards.get("validation")) and data.split_size(metadata, "validation") != 0
+    has_validation = bool(metadata.shard_names("validation")) and data.split_size(metadata, "validation") != 0
     validation = None
     if has_validation:
         x_val, y_val = split_features("validation")

@@ -90,8 +90,7 @@ class Augment:
 
 def shard_paths(data_dir: str, metadata: DatasetMetadata, split: str) -> list[str]:
     """Full paths of the shards of ``split`` (empty when the split has none)."""
-    root = data_dir.rstrip("/")
-    return [f"{root}/{name}" for name in metadata.shards.get(split, [])]
+    return metadata.shard_paths(data_dir, split)
 
 
 def split_size(metadata: DatasetMetadata, split: str) -> int:
@@ -211,7 +210,7 @@ def segments(
     paths = shard_paths(data_dir, metadata, split)
     if not paths:
         raise ValueError(
-            f"{data_dir} has no {split!r} shards (splits present: {sorted(k for k, v in metadata.shards.items() if v)})"
+            f"{data_dir} has no {split!r} shards (splits present: {metadata.splits()})"
         )
     readers = {"tfrecord": _tfrecord_segments, "parquet": _parquet_segments}
     if metadata.format not in readers:

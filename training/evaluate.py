@@ -276,13 +276,15 @@ def headline(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from transforms.spec import SPLITS
+
     p = argparse.ArgumentParser(
         prog="genreflow evaluate",
         description="Evaluate a genreflow model dir on featurized data (per segment and per track).",
     )
     p.add_argument("--data", required=True, help="featurize output directory (with metadata.json)")
     p.add_argument("--model-dir", required=True, help="model dir written by `genreflow train`")
-    p.add_argument("--split", default="test", help="split to evaluate (train, validation, test)")
+    p.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate (default test)")
     p.add_argument(
         "--output",
         default=None,
@@ -297,7 +299,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse options, evaluate, write the files; returns the metrics dict."""
     from transforms.metadata import write_json_atomic
 
-    args, _ = _parser().parse_known_args(argv)
+    from genreflow.args import parse_args_strict
+
+    args, _ = parse_args_strict(_parser(), argv)
     metrics = evaluate_model_dir(args.model_dir, args.data, split=args.split, batch_size=args.batch_size)
     out = args.output or os.path.join(
         args.model_dir, f"evaluation-{args.split}-{metrics['data_fingerprint']}"
@@ -315,13 +319,13 @@ def metrics_labels(metrics: dict[str, Any]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: prints a short summary; exit code 2 on mismatched parameters."""
+    from genreflow.args import report_error
     from transforms.spec import ParameterMismatchError
 
     try:
         m = run(argv)
     except (ParameterMismatchError, FileNotFoundError, ValueError) as e:
-        print(f"genreflow evaluate: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+        return report_error("genreflow evaluate", e)
     for level in ("segment", "track"):
         r = m[level]
         print(

@@ -1,22 +1,23 @@
-"""The model dir: ``model.keras`` + ``model.json`` (a :class:`transforms.metadata.ModelCard`).
+"""The model dir: ``model-<sha256>.keras`` + ``model.json`` (a :class:`transforms.metadata.ModelCard`).
 
 A model dir is self-describing: the label vocabulary, the spectrogram parameters exactly as
 featurize wrote them, the input shape, the name of the embedding layer, a fingerprint of the
-training data and the evaluation metrics travel in ``model.json``; ``model.keras`` holds only stock
-Keras layers, so it loads without this package::
+training data, the evaluation metrics and the model file's name and SHA-256 travel in
+``model.json``; the Keras file holds only stock Keras layers, so it loads without this package::
 
     import keras, json
-    model = keras.models.load_model("MODEL_DIR/model.keras")
     card = json.load(open("MODEL_DIR/model.json"))
+    model = keras.models.load_model("MODEL_DIR/" + card["model_file"])
 
-and with Beam's ``TFModelHandlerNumpy(model_uri="MODEL_DIR/model.keras")``.  ``model.json`` is
-written last: its presence means the model dir is complete.
+and with Beam's ``TFModelHandlerNumpy(model_uri="MODEL_DIR/" + card["model_file"])``.  The file is
+named by its content and never overwritten; ``model.json`` is written atomically and last
+(:func:`transforms.inference.write_model_dir`): a reader sees the previous export or the new one,
+never a mix, and ``model_version`` stays the same when identical weights are exported again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import tempfile
@@ -30,12 +31,11 @@ from transforms.metadata import (
     DatasetMetadata,
     ModelCard,
     read_model_card,
-    write_model_card,
 )
+from transforms.inference import file_sha256, write_model_dir
 from transforms.spec import ParameterMismatchError
 
 __all__ = [
-    "MODEL_FILE",
     "LoadedModel",
     "file_fingerprint",
     "data_fingerprint",
@@ -48,20 +48,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-
-
 def _join(root: str, name: str) -> str:
     return f"{root.rstrip('/')}/{name}"
 
 
 def file_fingerprint(path: str) -> str:
     """First 16 hex digits of the SHA-256 of a file's bytes (local or any fsspec URL)."""
-    digest = hashlib.sha256()
-    with fsspec.open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def data_fingerprint(data_dir: str) -> str:
@@ -95,7 +88,7 @@ def save_model_dir(
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> ModelCard:
-    """Write ``model.keras`` and then ``model.json`` into ``model_dir``.
+    """Export ``model`` and its ``model.json`` into ``model_dir`` (see the module docstring).
 
     Parameters
     ----------
@@ -119,16 +112,9 @@ def save_model_dir(
     ModelCard
         What was written to ``model.json``.
     """
-    fs, root = fsspec.core.url_to_fs(model_dir)
-    fs.makedirs(root, exist_ok=True)
-    target = _join(model_dir, MODEL_FILE)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, MODEL_FILE)
-        model.save(local)
-        fs.put_file(local, _join(root, MODEL_FILE))
     card = ModelCard(
-        model_file=MODEL_FILE,
-        model_version=file_fingerprint(target),
+        model_file="",
+        model_version="",
         labels=list(metadata.labels),
         spectrogram=metadata.spectrogram,
         input_shape=list(metadata.spectrogram.mel_shape),
@@ -137,23 +123,25 @@ def save_model_dir(
         metrics=dict(metrics or {}),
         extra=dict(extra or {}),
     )
-    write_model_card(model_dir, card)
-    logger.info("wrote %s (version %s)", target, card.model_version)
-    return card
+    return write_model_dir(model_dir, model=model, card=card)
 
 
 def load_model_dir(model_dir: str) -> LoadedModel:
-    """Load ``model.json`` and the Keras model it names.
+    """Load ``model.json`` and the Keras model it names, after checking the file's SHA-256.
 
     Raises
     ------
     FileNotFoundError
         When ``model_dir`` has no ``model.json`` (not a finished model dir).
+    ValueError
+        When the model file does not match the SHA-256 in ``model.json``.
     """
     import keras
 
     card = read_model_card(model_dir)
     path = _join(model_dir, card.model_file)
+    if card.model_sha256 and file_sha256(path) != card.model_sha256:
+        raise ValueError(f"{path} does not match the SHA-256 in {model_dir}/model.json: corrupt or replaced")
     if "://" in path:
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, card.model_file)

@@ -27,10 +27,12 @@ import sys
 import time
 from typing import Any, Sequence
 
-from training.model import DEFAULT_ARCHITECTURE
+from genreflow.args import parse_args_strict, report_error
+from training.model import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from training.musicnn import BACKBONES
+from transforms.spec import SPLITS
 
-__all__ = ["TrainConfig", "parse_args", "make_strategy", "train", "run", "main"]
+__all__ = ["TrainConfig", "parse_args", "config_problems", "check_resume", "make_strategy", "train", "run", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="featurize output directory (with metadata.json)")
     p.add_argument("--model-dir", required=True, help="output model dir (local path); a rerun resumes")
-    p.add_argument("--arch", default=d.arch, help="architecture: hybrid (the default: two small 2-D blocks, then 1-D blocks over time), temporal (1-D convolutions over time, mel bands as channels; ~3x faster), small (2-D CNN) or wide (bigger 2-D CNN); see the README")
+    p.add_argument("--arch", choices=tuple(ARCHITECTURES), default=d.arch, help="architecture: hybrid (the default: two small 2-D blocks, then 1-D blocks over time), temporal (1-D convolutions over time, mel bands as channels; ~3x faster), small (2-D CNN) or wide (bigger 2-D CNN); see the README")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (passes over train)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size, segments")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")
@@ -108,11 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
                    help="tf.distribute strategy (multi-worker reads TF_CONFIG)")
-    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 compute (GPUs)")
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=d.mixed_precision,
+                   help="mixed_float16 compute (GPUs)")
     p.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer, help="shuffle buffer, segments")
-    p.add_argument("--no-cache", dest="cache", action="store_false",
-                   help="do not keep decoded training segments in memory")
-    p.add_argument("--eval-split", default=d.eval_split,
+    p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=d.cache,
+                   help="keep decoded training segments in memory")
+    p.add_argument("--eval-split", choices=SPLITS, default=d.eval_split,
                    help="split for metrics.json (falls back to validation when absent)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=d.verbose,
                    help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
@@ -132,12 +135,84 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_problems(cfg: TrainConfig) -> list[str]:
+    """Every option value of ``cfg`` that cannot make a useful run (nothing is read or written)."""
+    problems = []
+    for name, low in (("epochs", 1), ("batch_size", 1), ("shuffle_buffer", 1), ("warmup_epochs", 0),
+                      ("freq_mask", 0), ("time_mask", 0), ("early_stopping", 0), ("fine_tune_epochs", 1)):
+        if getattr(cfg, name) < low:
+            problems.append(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(cfg, name)}")
+    if cfg.max_segments_per_class is not None and cfg.max_segments_per_class < 1:
+        problems.append(f"--max-segments-per-class must be >= 1, got {cfg.max_segments_per_class}")
+    for name in ("learning_rate", "fine_tune_learning_rate"):
+        if not getattr(cfg, name) > 0:
+            problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+    if not 0 <= cfg.label_smoothing < 1:
+        problems.append(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    for name in ("weight_decay", "mixup", "gain_db"):
+        if not getattr(cfg, name) >= 0:  # also refuses NaN
+            problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if os.path.exists(cfg.model_dir) and not os.path.isdir(cfg.model_dir):
+        problems.append(f"--model-dir {cfg.model_dir} is a file, not a folder")
+    if os.path.exists(cfg.data) and not os.path.isdir(cfg.data):
+        problems.append(f"--data {cfg.data} is a file, not a featurize output folder")
+    return problems
+
+
 def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Options -> :class:`TrainConfig` (unknown options are ignored with a warning)."""
-    args, rest = _parser().parse_known_args(argv)
-    if rest:
-        logger.warning("ignoring unknown options: %s", rest)
-    return TrainConfig(**vars(args))
+    """Options -> :class:`TrainConfig`; exits 2 with one line on an unknown option (with a "did you
+    mean") or a value that cannot make a useful run (:func:`config_problems`)."""
+    parser = _parser()
+    args, _ = parse_args_strict(parser, argv)
+    cfg = TrainConfig(**vars(args))
+    problems = config_problems(cfg)
+    if problems:
+        parser.error("; ".join(problems))
+    return cfg
+
+
+#: Written into ``backup/`` when a run starts; a restarted run resumes only from a backup of the
+#: same data and architecture (Keras' BackupAndRestore deletes the folder when training completes).
+RESUME_MARKER = "genreflow_run.json"
+
+
+def _resume_key(cfg: TrainConfig, data_fingerprint: str) -> dict[str, Any]:
+    key = {"data_fingerprint": data_fingerprint, "arch": cfg.arch}
+    return {**key, "backbone": cfg.backbone} if cfg.backbone else key
+
+
+def check_resume(cfg: TrainConfig, *, data_fingerprint: str) -> None:
+    """Refuse to resume from a backup left by a run on other data or another architecture.
+
+    Raises
+    ------
+    ValueError
+        When ``MODEL_DIR/backup`` holds a checkpoint whose marker is missing or names another
+        data fingerprint or architecture (one line, saying how to start over).
+    """
+    backup = os.path.join(cfg.model_dir, "backup")
+    if not os.path.isdir(backup) or not any(f.endswith(".h5") for f in os.listdir(backup)):
+        return
+    marker = os.path.join(backup, RESUME_MARKER)
+    try:
+        with open(marker) as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        found = None
+    wanted = _resume_key(cfg, data_fingerprint)
+    if found != wanted:
+        was = "an unknown run" if found is None else f"a run on data {found.get('data_fingerprint')} ({found.get('arch')})"
+        raise ValueError(
+            f"{backup} holds an unfinished checkpoint of {was}, not of this data {data_fingerprint} "
+            f"({cfg.arch}): delete {backup} to start over, or use another --model-dir"
+        )
+
+
+def _mark_resume(cfg: TrainConfig, *, data_fingerprint: str) -> None:
+    backup = os.path.join(cfg.model_dir, "backup")
+    os.makedirs(backup, exist_ok=True)
+    with open(os.path.join(backup, RESUME_MARKER), "w") as f:
+        json.dump(_resume_key(cfg, data_fingerprint), f)
 
 
 def make_strategy(name: str) -> Any:
@@ -288,7 +363,12 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     from transforms.metadata import read_metadata, write_json_atomic
 
     start = time.time()
+    problems = config_problems(cfg)
+    if problems:
+        raise ValueError("; ".join(problems))
     metadata = read_metadata(cfg.data)
+    fingerprint = export.data_fingerprint(cfg.data)
+    check_resume(cfg, data_fingerprint=fingerprint)
     params = metadata.spectrogram
     n_classes = len(metadata.labels)
     logger.info(
@@ -306,10 +386,11 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, model_dir=os.path.join(cfg.model_dir, ".workers", str(os.getpid())))
     os.makedirs(cfg.model_dir, exist_ok=True)
 
-    has_validation = bool(metadata.shards.get("validation")) and data.split_size(metadata, "validation") != 0
+    has_validation = bool(metadata.shard_names("validation")) and data.split_size(metadata, "validation") != 0
     epochs_run: list[int] = []
     cbs = _callbacks(cfg, has_validation=has_validation, record=epochs_run) + list(callbacks)
     extra: dict[str, Any] = {}
+    _mark_resume(cfg, data_fingerprint=fingerprint)
     if cfg.backbone:
         with strategy.scope():
             exported, embedding_layer, extra = backbone.fit(cfg, metadata=metadata, callbacks=cbs)
@@ -317,7 +398,7 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         exported = _fit_cnn(cfg, metadata=metadata, strategy=strategy, has_validation=has_validation, callbacks=cbs)
         embedding_layer = EMBEDDING_LAYER
 
-    eval_split = cfg.eval_split if metadata.shards.get(cfg.eval_split) else ("validation" if has_validation else None)
+    eval_split = cfg.eval_split if metadata.shard_names(cfg.eval_split) else ("validation" if has_validation else None)
     history = _read_history(os.path.join(cfg.model_dir, "history.csv"))
     files = {"training_curves_png": plots.plot_history(history, path=os.path.join(cfg.model_dir, "training_curves.png"))}
     metrics: dict[str, Any] = {}
@@ -333,7 +414,7 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     else:
         logger.warning("no test or validation split in %s: metrics.json holds no evaluation", cfg.data)
     metrics.update(
-        data=cfg.data, data_fingerprint=export.data_fingerprint(cfg.data),
+        data=cfg.data, data_fingerprint=fingerprint,
         history=history, files={k: os.path.basename(v) for k, v in files.items()},
     )
     if chief:
@@ -365,8 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = run(argv)
     except (FileNotFoundError, ValueError) as e:
-        print(f"genreflow train: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+        return report_error("genreflow train", e)
     m = summary["metrics"]
     if m:
         print(

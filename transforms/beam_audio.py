@@ -18,7 +18,7 @@ import fsspec
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms.audio import AUDIO_EXTENSIONS, AudioError, load_mono, segment_audio, segment_starts
+from transforms.audio import AUDIO_EXTENSIONS, AudioError, load_mono, segment_batches, segment_starts
 from transforms.deadletters import DeadLetter, dead_letter_from_error
 from transforms.sources import TrackRef
 from transforms.spec import SpectrogramParams
@@ -30,6 +30,7 @@ __all__ = [
     "read_bytes",
     "featurize_track",
     "featurize_or_dead_letter",
+    "SPECTROGRAM_BATCH",
     "AudioToLogMel",
     "FEATURES",
     "DEAD_LETTERS",
@@ -43,6 +44,8 @@ FEATURES = "features"
 DEAD_LETTERS = "dead_letters"
 #: Namespace of every Beam metric genreflow reports.
 METRICS_NAMESPACE = "genreflow"
+#: Segments whose spectra are computed at once (bounds the STFT intermediates of a long track).
+SPECTROGRAM_BATCH = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +63,22 @@ class ReadLimits:
 
     Notes
     -----
-    Peak memory per worker thread is about ``max_bytes`` (the encoded file) plus
-    ``max_seconds * native_rate * channels * 4`` bytes (decoded float32) plus the log-mel segments
-    (0.66 MB per 30 s at the defaults).  The defaults (2 GiB, 30 minutes) keep that near 1 GB for a
-    44.1 kHz stereo file.
+    Peak memory per worker thread for one track (:func:`featurize_track`), whatever the file's
+    header says about channels and native rate:
+
+    * the encoded file, at most ``max_bytes``;
+    * its mono audio at the target rate, ``4 * max_seconds * sample_rate`` bytes (159 MB for
+      30 minutes at 22,050 Hz), plus a few decode blocks of 1 MiB
+      (:func:`transforms.audio.decode_memory_bound`);
+    * the log-mel segments, ``4 * n_mels * n_frames`` bytes per segment (0.66 MB per 30 s at the
+      defaults, 40 MB for 30 minutes), plus the spectra of :data:`SPECTROGRAM_BATCH` segments at a
+      time (about 35 MB at the defaults).
+
+    A header declaring more than :data:`transforms.audio.MAX_CHANNELS` channels, a rate above
+    :data:`transforms.audio.MAX_SAMPLE_RATE` or more than
+    :data:`transforms.audio.MAX_DECODED_SAMPLES` samples to decode is a ``too_large`` dead letter
+    before decoding.  ``max_seconds=None`` removes the bound on the mono audio (it then grows with
+    the decoded length of the file).
     """
 
     max_bytes: int | None = 2 * 1024**3
@@ -174,14 +189,19 @@ def featurize_track(
     fingerprint = hashlib.blake2b(data, digest_size=8).hexdigest()
     y = load_mono(data, params=params, name=ref.uri, max_seconds=limits.max_seconds)
     del data
-    segments = segment_audio(y, params=params)
-    mels = log_mel(segments, mel=mel if mel is not None else mel_filter(params))
+    mel = mel if mel is not None else mel_filter(params)
+    starts = segment_starts(len(y), params=params)
+    mels = np.empty((len(starts), *params.mel_shape), np.float32)
+    done = 0
+    for segments in segment_batches(y, params=params, batch_size=SPECTROGRAM_BATCH):
+        mels[done : done + len(segments)] = log_mel(segments, mel=mel)
+        done += len(segments)
     if not np.isfinite(mels).all():  # cannot happen for finite input; guard what we store
         raise AudioError("non_finite", "log-mel has NaN or infinite values", stage="spectrogram")
     return TrackFeatures(
         ref=ref,
         mels=mels,
-        starts=segment_starts(len(y), params=params),
+        starts=starts,
         duration_seconds=len(y) / params.sample_rate,
         fingerprint=fingerprint,
     )

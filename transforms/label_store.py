@@ -1,62 +1,61 @@
-"""The label job's output: date partitions, their atomic replacement, and the index of labeled tracks.
+"""The label job's output: date partitions of immutable run folders, each committed by ``_run.json``.
 
-Layout of an output dir::
+Layout of an output dir (the protocol is :mod:`transforms.commit`'s)::
 
-    DIR/run_date=2026-11-29/part-00000-of-00002.parquet    label rows (or .jsonl)
-    DIR/run_date=2026-11-29/_run.json                       run manifest, the partition's last file
-    DIR/run_date=2026-11-29/_errors/dead_letters-00000-of-00001.jsonl
-    DIR/_staging/run_date=2026-11-29/<run id>/...          a run in progress (or one that died)
+    DIR/run_date=2026-11-29/run_id=20261129T023000Z-1a2b3c4d/part-00000-of-00002.parquet   label rows
+    DIR/run_date=2026-11-29/run_id=20261129T023000Z-1a2b3c4d/_errors/dead_letters-00000-of-00001.jsonl
+    DIR/run_date=2026-11-29/run_id=20261129T023000Z-1a2b3c4d/_summary.json    the pipeline's counts
+    DIR/run_date=2026-11-29/_run.json                                          THE COMMIT, written last
 
-A run writes everything into its staging folder and then *publishes* it: the staging folder takes
-the place of ``run_date=...`` in one rename (on Linux, ``renameat2(RENAME_EXCHANGE)`` swaps it with
-an existing partition atomically).  Readers (pyarrow datasets, pandas, DuckDB and Hive-style
-engines) skip paths whose name starts with ``_`` or ``.``, so they see the old partition or the new
-one, never a mix, and never a half-written run.  On object stores (``gs://``, ``s3://``) there is
-no directory rename: publishing is a copy and a delete per object, so readers there should trust a
-partition only once its ``_run.json`` is present (see the README, "label").
+A run writes only inside its own ``run_id=`` folder; nothing is renamed, copied or overwritten, so
+the protocol holds on local disks and object stores alike.  The launcher then writes the
+partition's ``_run.json`` in one atomic write: it names the run and lists its files (relative to
+the partition folder).  A reader reads the partition's ``_run.json`` and exactly the files it lists
+(:func:`committed_files`, :func:`read_labels`); a partition folder without ``_run.json`` is not
+committed.  Run folders of superseded, failed or killed runs are deleted after the commit (best
+effort), and a glob over ``run_date=*/run_id=*/part-*`` sees them until then.
 
-:class:`LabeledIndex` answers "was this track, with this fingerprint, already labeled by this model
-version?" from the partitions before the run date, in 8 bytes per labeled row.
+Partitions written by older genreflow versions (part files directly in ``run_date=D/``, a
+``_run.json`` without ``files``) are read through the same functions.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import dataclasses
 import datetime
-import errno
-import hashlib
 import json
 import logging
-import os
 import posixpath
 import re
-import shutil
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import fsspec
-import numpy as np
 import pyarrow as pa
+
+from transforms.commit import join_uri, read_json, remove_path, write_json_atomic
 
 __all__ = [
     "FORMATS",
     "RUN_MANIFEST",
     "ERRORS_DIR",
-    "STAGING_DIR",
+    "LEGACY_STAGING_DIR",
     "PART_PREFIX",
-    "LabeledIndex",
+    "INDEX_COLUMNS",
     "label_schema",
     "row_to_json",
+    "rows_to_table",
+    "part_name",
+    "write_part",
     "parse_run_date",
     "partition_dir",
-    "staging_dir",
     "list_partitions",
-    "publish_partition",
-    "remove_stale_staging",
-    "remove_empty_staging",
+    "read_commit",
+    "commit_partition",
+    "committed_files",
+    "read_index_columns",
+    "labeled_keys",
     "count_rows",
     "read_labels",
+    "remove_legacy_files",
     "join_uri",
 ]
 
@@ -66,20 +65,12 @@ logger = logging.getLogger(__name__)
 FORMATS = {"parquet": ".parquet", "jsonl": ".jsonl"}
 RUN_MANIFEST = "_run.json"
 ERRORS_DIR = "_errors"
-STAGING_DIR = "_staging"
+#: Where versions before the run-folder layout staged runs (removed by the next run).
+LEGACY_STAGING_DIR = "_staging"
 PART_PREFIX = "part"
+#: Columns the skip join reads from earlier partitions.
+INDEX_COLUMNS = ("track_id", "fingerprint", "model_version")
 _PARTITION = re.compile(r"^run_date=(\d{4}-\d{2}-\d{2})$")
-
-
-def join_uri(root: str, *names: str) -> str:
-    """``root/name/...`` for local paths and URLs alike."""
-    return posixpath.join(root.rstrip("/"), *names)
-
-
-def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
-    fs, path = fsspec.core.url_to_fs(uri)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return fs, path, "file" if protocol in ("file", "local") else protocol
 
 
 def parse_run_date(text: str) -> str:
@@ -95,12 +86,7 @@ def partition_dir(output_dir: str, run_date: str) -> str:
     return join_uri(output_dir, f"run_date={run_date}")
 
 
-def staging_dir(output_dir: str, run_date: str, run_id: str) -> str:
-    """``DIR/_staging/run_date=YYYY-MM-DD/<run_id>``: where a run writes before it publishes."""
-    return join_uri(output_dir, STAGING_DIR, f"run_date={run_date}", run_id)
-
-
-# Schema ------------------------------------------------------------------------------------------
+# Schema and files ----------------------------------------------------------------------------------
 def label_schema(*, embeddings: bool = False) -> pa.Schema:
     """Arrow schema of one label row (Parquet output; JSON Lines carries the same fields).
 
@@ -136,258 +122,216 @@ def row_to_json(row: Mapping[str, Any]) -> str:
     return json.dumps(out, ensure_ascii=False)
 
 
-# Partitions --------------------------------------------------------------------------------------
-def list_partitions(output_dir: str) -> dict[str, str]:
-    """Published partitions: ``{run_date: path}`` (staging and other ``_`` paths excluded)."""
-    fs, path, _ = _fs(output_dir)
-    if not fs.exists(path):
-        return {}
-    out = {}
-    for entry in fs.ls(path, detail=True):
-        name = posixpath.basename(entry["name"].rstrip("/"))
-        m = _PARTITION.match(name)
-        if m and entry.get("type") == "directory":
-            out[m.group(1)] = entry["name"]
-    return dict(sorted(out.items()))
+def rows_to_table(rows: Sequence[Mapping[str, Any]], *, embeddings: bool = False) -> pa.Table:
+    """Label rows (dicts as ``pipelines.label.label_row`` builds them) -> Arrow table of :func:`label_schema`."""
+    schema = label_schema(embeddings=embeddings)
+    return pa.Table.from_pylist(list(rows), schema=schema)
 
 
-def _part_files(fs: fsspec.AbstractFileSystem, partition: str) -> list[tuple[str, str]]:
-    """``(path, format)`` of the part files directly in a partition folder."""
-    files = []
-    for p in sorted(fs.ls(partition, detail=False)):
-        name = posixpath.basename(p)
-        for fmt, suffix in FORMATS.items():
-            if name.startswith(PART_PREFIX) and name.endswith(suffix):
-                files.append((p, fmt))
-    return files
+def part_name(index: int, num_parts: int, *, fmt: str) -> str:
+    """``part-00003-of-00008.parquet`` (or ``.jsonl``)."""
+    return f"{PART_PREFIX}-{index:05d}-of-{num_parts:05d}{FORMATS[fmt]}"
 
 
-_INDEX_COLUMNS = ("track_id", "fingerprint", "model_version")
+def write_part(uri: str, rows: Sequence[Mapping[str, Any]], *, fmt: str, embeddings: bool = False) -> int:
+    """Write one part file of label rows, sorted by track id, through fsspec; returns the row count.
 
-
-def _read_index_columns(fs: fsspec.AbstractFileSystem, path: str, fmt: str) -> pa.Table:
+    A part with no rows is still a readable file (a Parquet file with the schema; an empty JSON
+    Lines file).  Writing the same rows again gives the same file, so a retried bundle is harmless.
+    """
+    ordered = sorted(rows, key=lambda r: r["track_id"])
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        with fs.open(path, "rb") as f:
-            return pq.read_table(f, columns=list(_INDEX_COLUMNS))
+        with fsspec.open(uri, "wb") as f:
+            pq.write_table(rows_to_table(ordered, embeddings=embeddings), f, compression="zstd")
+    elif fmt == "jsonl":
+        with fsspec.open(uri, "w", encoding="utf-8") as f:
+            for row in ordered:
+                f.write(row_to_json(row) + "\n")
+    else:
+        raise ValueError(f"unknown label format {fmt!r}; choose one of {tuple(FORMATS)}")
+    return len(ordered)
+
+
+def _format_of(path: str) -> str:
+    for fmt, suffix in FORMATS.items():
+        if path.endswith(suffix):
+            return fmt
+    raise ValueError(f"{path}: not a label part file (expected {' or '.join(FORMATS.values())})")
+
+
+# Commits -------------------------------------------------------------------------------------------
+def list_partitions(output_dir: str) -> dict[str, str]:
+    """Committed partitions, ``{run_date: partition folder}``, sorted by date.
+
+    A ``run_date=...`` folder counts only when its ``_run.json`` is present (one listing of the
+    output dir plus one listing per partition folder; no file is read).
+    """
+    fs, path = fsspec.core.url_to_fs(output_dir)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for entry in entries:
+        m = _PARTITION.match(posixpath.basename(entry["name"].rstrip("/")))
+        if m and entry.get("type") == "directory":
+            names = {posixpath.basename(p.rstrip("/")) for p in fs.ls(entry["name"], detail=False)}
+            if RUN_MANIFEST in names:
+                out[m.group(1)] = join_uri(output_dir, f"run_date={m.group(1)}")
+    return dict(sorted(out.items()))
+
+
+def read_commit(partition: str) -> dict[str, Any] | None:
+    """The partition's ``_run.json``, or None when the partition is not committed."""
+    try:
+        return read_json(join_uri(partition, RUN_MANIFEST))
+    except FileNotFoundError:
+        return None
+
+
+def commit_partition(partition: str, record: Mapping[str, Any]) -> str:
+    """Write ``_run.json`` (atomically, last): from now on readers see the run it names.
+
+    ``record["files"]["rows"]`` lists the run's part files relative to ``partition``.  Returns the
+    path written.
+    """
+    path = join_uri(partition, RUN_MANIFEST)
+    write_json_atomic(path, dict(record))
+    return path
+
+
+def _row_files(partition: str, record: Mapping[str, Any]) -> list[str]:
+    """Full URIs of the part files a commit record lists (an old record: the part files beside it)."""
+    files = record.get("files")
+    if isinstance(files, Mapping):
+        return [join_uri(partition, name) for name in files.get("rows", [])]
+    fs, path = fsspec.core.url_to_fs(partition)  # layout before run folders: parts directly in the partition
+    names = sorted(posixpath.basename(p) for p in fs.ls(path, detail=False))
+    return [join_uri(partition, n) for n in names if n.startswith(PART_PREFIX) and n.endswith(tuple(FORMATS.values()))]
+
+
+def committed_files(output_dir: str, *, before: str | None = None,
+                    run_date: str | None = None) -> Iterator[tuple[str, str]]:
+    """``(run_date, part file URI)`` of every committed partition, following each ``_run.json``.
+
+    Parameters
+    ----------
+    output_dir : str
+        The label job's output dir (may not exist: nothing).
+    before : str, optional
+        Only partitions dated strictly before this ``YYYY-MM-DD`` (the skip join's history).
+    run_date : str, optional
+        Only this partition.
+    """
+    for date, partition in list_partitions(output_dir).items():
+        if (before is not None and date >= before) or (run_date is not None and date != run_date):
+            continue
+        record = read_commit(partition)
+        if record is None:  # removed between the listing and the read
+            continue
+        for uri in _row_files(partition, record):
+            yield date, uri
+
+
+def read_index_columns(uri: str, *, columns: Sequence[str] = INDEX_COLUMNS) -> pa.Table:
+    """Some string columns of one part file: Parquet column projection, JSON Lines with an explicit schema."""
+    fmt = _format_of(uri)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with fsspec.open(uri, "rb") as f:
+            return pq.read_table(f, columns=list(columns))
     import pyarrow.json as pj
 
-    schema = pa.schema([(c, pa.string()) for c in _INDEX_COLUMNS])
-    parse = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    with fs.open(path, "rb") as f:
+    schema = pa.schema([(c, pa.string()) for c in columns])
+    with fsspec.open(uri, "rb") as f:
         data = f.read()
     if not data.strip():
         return schema.empty_table()
+    parse = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     return pj.read_json(pa.BufferReader(data), parse_options=parse)
 
 
-def _key_hashes(track_ids: Iterable[str], fingerprints: Iterable[str]) -> np.ndarray:
-    """64-bit BLAKE2b of ``track_id \\x1f fingerprint``, as uint64."""
-    return np.fromiter(
-        (
-            int.from_bytes(hashlib.blake2b(f"{t}\x1f{fp}".encode(), digest_size=8).digest(), "little")
-            for t, fp in zip(track_ids, fingerprints)
-        ),
-        dtype=np.uint64,
-    )
+def labeled_keys(uri: str, *, model_version: str) -> Iterator[tuple[str, str]]:
+    """``(track_id, fingerprint)`` of the rows of one part file that ``model_version`` labeled.
 
-
-@dataclasses.dataclass
-class LabeledIndex:
-    """The (track id, fingerprint) pairs a model version already labeled, as sorted 64-bit hashes.
-
-    Attributes
-    ----------
-    model_version : str
-    hashes : np.ndarray, uint64, shape (n,)
-        Sorted, unique.  8 bytes per labeled track: 10 million tracks take 80 MB.  A false "already
-        labeled" needs a 64-bit collision: about ``n / 2**64`` per lookup (5e-13 at 10 million).
-    partitions : list of str
-        Run dates that were read.
+    Reads three columns only; memory is one part file's three columns.
     """
+    import pyarrow.compute as pc
 
-    model_version: str
-    hashes: np.ndarray
-    partitions: list[str]
-
-    def __len__(self) -> int:
-        return int(self.hashes.size)
-
-    def contains(self, track_id: str, fingerprint: str) -> bool:
-        """Whether ``track_id`` with ``fingerprint`` was labeled by :attr:`model_version`."""
-        if not fingerprint or self.hashes.size == 0:
-            return False  # unknown fingerprint: never skip
-        h = _key_hashes([track_id], [fingerprint])[0]
-        i = int(np.searchsorted(self.hashes, h))
-        return i < self.hashes.size and self.hashes[i] == h
-
-    @classmethod
-    def empty(cls, model_version: str) -> "LabeledIndex":
-        return cls(model_version=model_version, hashes=np.zeros(0, np.uint64), partitions=[])
-
-    @classmethod
-    def load(cls, output_dir: str, *, model_version: str, before: str) -> "LabeledIndex":
-        """Read the published partitions dated strictly before ``before``.
-
-        Only the ``track_id``, ``fingerprint`` and ``model_version`` columns are read (Parquet
-        column projection; JSON Lines parsed with an explicit three-column schema), one file at a
-        time, keeping rows of ``model_version`` only.  Partitions dated on or after ``before`` are
-        ignored, so rerunning a date sees the same history as its first run.
-
-        Parameters
-        ----------
-        output_dir : str
-            The label job's output dir (may not exist yet: empty index).
-        model_version : str
-            The model about to run.
-        before : str
-            The run date, ``YYYY-MM-DD``.
-        """
-        import pyarrow.compute as pc
-
-        fs, _, _ = _fs(output_dir)
-        chunks, dates = [], []
-        for run_date, part in list_partitions(output_dir).items():
-            if run_date >= before:
-                continue
-            dates.append(run_date)
-            for path, fmt in _part_files(fs, part):
-                table = _read_index_columns(fs, path, fmt)
-                table = table.filter(pc.equal(table["model_version"], model_version))
-                if table.num_rows:
-                    chunks.append(
-                        _key_hashes(table["track_id"].to_pylist(), table["fingerprint"].to_pylist())
-                    )
-        hashes = np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.uint64)
-        return cls(model_version=model_version, hashes=hashes, partitions=dates)
+    table = read_index_columns(uri)
+    table = table.filter(pc.equal(table["model_version"], model_version))
+    for track_id, fingerprint in zip(table["track_id"].to_pylist(), table["fingerprint"].to_pylist()):
+        if fingerprint:
+            yield track_id, fingerprint
 
 
 def count_rows(partition: str) -> int:
-    """Rows in a partition's part files (Parquet footers only; JSON Lines counted by lines)."""
-    fs, path, _ = _fs(partition)
+    """Rows in the files a committed partition lists (Parquet footers; JSON Lines counted by lines); 0 if none."""
+    record = read_commit(partition)
+    if record is None:
+        return 0
     total = 0
-    for file, fmt in _part_files(fs, path):
-        if fmt == "parquet":
+    for uri in _row_files(partition, record):
+        if _format_of(uri) == "parquet":
             import pyarrow.parquet as pq
 
-            with fs.open(file, "rb") as f:
+            with fsspec.open(uri, "rb") as f:
                 total += pq.ParquetFile(f).metadata.num_rows
         else:
-            with fs.open(file, "rb") as f:
+            with fsspec.open(uri, "rb") as f:
                 total += sum(1 for line in f if line.strip())
     return total
 
 
+def _read_part(uri: str) -> pa.Table | None:
+    if _format_of(uri) == "parquet":
+        import pyarrow.parquet as pq
+
+        with fsspec.open(uri, "rb") as f:
+            return pq.read_table(f)
+    with fsspec.open(uri, "rb") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        return None
+    for row in rows:  # back to the Parquet types, so that both formats read as one table
+        if isinstance(row.get("labeled_at"), str):
+            row["labeled_at"] = datetime.datetime.fromisoformat(row["labeled_at"])
+    return rows_to_table(rows, embeddings="embedding" in rows[0])
+
+
 def read_labels(output_dir: str, *, run_date: str | None = None) -> pa.Table:
-    """All published label rows as one Arrow table, with a ``run_date`` column.
+    """The committed label rows as one Arrow table, with a ``run_date`` column.
 
-    A convenience for tests and notebooks; at scale read the dataset with pyarrow, DuckDB or
-    BigQuery directly (README, "Reading the labels").
+    Reads exactly the files each partition's ``_run.json`` lists.  A convenience for tests and
+    notebooks; at scale read the listed files with pyarrow, DuckDB or BigQuery directly (README,
+    "Reading the labels").
     """
-    import pyarrow.parquet as pq
-
-    fs, _, _ = _fs(output_dir)
     tables = []
-    for date, part in list_partitions(output_dir).items():
-        if run_date is not None and date != run_date:
-            continue
-        for path, fmt in _part_files(fs, part):
-            if fmt == "parquet":
-                with fs.open(path, "rb") as f:
-                    t = pq.read_table(f)
-            else:
-                import pandas as pd
-
-                with fs.open(path, "rb") as f:
-                    lines = [json.loads(line) for line in f if line.strip()]
-                if not lines:
-                    continue
-                t = pa.Table.from_pandas(pd.DataFrame(lines), preserve_index=False)
+    for date, uri in committed_files(output_dir, run_date=run_date):
+        t = _read_part(uri)
+        if t is not None:
             tables.append(t.append_column("run_date", pa.array([date] * t.num_rows, pa.string())))
     if not tables:
         return pa.table({})
     return pa.concat_tables(tables, promote_options="default")
 
 
-# Publishing --------------------------------------------------------------------------------------
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: str, b: str) -> bool:
-    """Atomically swap two local paths with ``renameat2(RENAME_EXCHANGE)``; False if unsupported."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-        return False
-    raise OSError(err, f"renameat2({a!r}, {b!r}, RENAME_EXCHANGE): {os.strerror(err)}")
-
-
-def publish_partition(staging: str, partition: str) -> str:
-    """Move a finished staging folder into place as ``partition``, replacing any previous one.
-
-    Local disks: a plain rename when there is no previous partition; otherwise an atomic exchange
-    (``renameat2(RENAME_EXCHANGE)``, Linux) after which the old partition sits at ``staging`` and is
-    deleted.  Where the exchange is unsupported, the old partition is first renamed to a ``_trash``
-    name (readers briefly see no partition, never a mix).  Object stores: old objects are deleted,
-    then the new ones copied (not atomic; see the module docstring).
-
-    Returns
-    -------
-    str
-        ``partition``.
-    """
-    fs, src, protocol = _fs(staging)
-    _, dst, _ = _fs(partition)
-    if protocol == "file":
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if not os.path.exists(dst):
-            os.rename(src, dst)
-        elif _exchange(src, dst):
-            shutil.rmtree(src)
-        else:
-            trash = os.path.join(os.path.dirname(dst), f"_trash-{os.path.basename(dst)}-{os.getpid()}")
-            os.rename(dst, trash)
-            os.rename(src, dst)
-            shutil.rmtree(trash)
-        return partition
-    if fs.exists(dst):
-        fs.rm(dst, recursive=True)
-    fs.mv(src, dst, recursive=True)
-    return partition
-
-
-def remove_stale_staging(output_dir: str, run_date: str, *, keep: Sequence[str] = ()) -> list[str]:
-    """Delete staging folders left by earlier runs of ``run_date`` that died; returns them.
-
-    Concurrent runs for the same date are not supported (one would delete the other's staging).
-    """
-    fs, parent, _ = _fs(join_uri(output_dir, STAGING_DIR, f"run_date={run_date}"))
-    if not fs.exists(parent):
-        return []
+def remove_legacy_files(output_dir: str, partition: str) -> list[str]:
+    """Delete what the layout before run folders left: ``DIR/_staging`` and part files / ``_errors`` directly
+    in ``partition`` (call after a commit: the new ``_run.json`` no longer lists them).  Returns what went."""
     removed = []
-    for entry in fs.ls(parent, detail=False):
-        if posixpath.basename(entry.rstrip("/")) in keep:
-            continue
-        fs.rm(entry, recursive=True)
-        removed.append(entry)
+    fs, path = fsspec.core.url_to_fs(partition)
+    try:
+        names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)]
+    except FileNotFoundError:
+        names = []
+    legacy = [join_uri(partition, n) for n in names
+              if n == ERRORS_DIR or (n.startswith(PART_PREFIX) and n.endswith(tuple(FORMATS.values())))]
+    for uri in [join_uri(output_dir, LEGACY_STAGING_DIR), *legacy]:
+        fs_, p = fsspec.core.url_to_fs(uri)
+        if fs_.exists(p) and remove_path(uri):
+            removed.append(uri)
     return removed
-
-
-def remove_empty_staging(output_dir: str, run_date: str) -> None:
-    """Remove ``_staging/run_date=...`` and ``_staging`` when a published run left them empty."""
-    for folder in (join_uri(output_dir, STAGING_DIR, f"run_date={run_date}"), join_uri(output_dir, STAGING_DIR)):
-        fs, path, _ = _fs(folder)
-        try:
-            if fs.exists(path) and not fs.ls(path, detail=False):
-                fs.rmdir(path)
-        except OSError as e:  # another run's staging appeared: leave it
-            logger.debug("kept %s: %s", folder, e)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import posixpath
 from typing import Any
 
 import fsspec
 
+from transforms.commit import join_uri, write_json_atomic
 from transforms.spec import SpectrogramParams, schema_to_json
 
 __all__ = [
@@ -42,26 +42,7 @@ def utc_now() -> str:
 
 
 def _join(root: str, name: str) -> str:
-    return posixpath.join(root.rstrip("/"), name) if "://" in root else f"{root.rstrip('/')}/{name}"
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write JSON so a reader sees the old file or the new one, never half of it.
-
-    Local and memory paths are written to a temporary name and renamed; object stores (s3://,
-    gs://) publish an object only when its upload completes, which is atomic already.
-    """
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local", "memory"):
-        tmp = fs_path + ".tmp"
-        with fs.open(tmp, "w") as f:
-            f.write(text)
-        fs.mv(tmp, fs_path)
-    else:
-        with fs.open(fs_path, "w") as f:
-            f.write(text)
+    return join_uri(root, name)
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -82,7 +63,8 @@ class DatasetMetadata:
     format : str
         ``"tfrecord"`` or ``"parquet"``.
     shards : dict of str to list of str
-        Shard file names per split, relative to the dataset directory.
+        Explicit shard file names per split, relative to the dataset directory (datasets written
+        before run folders; new datasets use ``run_id`` and ``num_shards`` instead).
     counts : dict
         ``{split: {"tracks": int, "segments": int, "seconds": float,
         "by_label": {label: {"tracks", "segments", "seconds"}}}}``.
@@ -90,18 +72,49 @@ class DatasetMetadata:
         ``{"matched": int, "featurized": int, "failed": int}``; matched = featurized + failed.
     failures : dict of str to int
         Dead letters by reason.
+    run_id : str
+        The run whose folder ``run_id=<run_id>/`` holds the shards (see :mod:`transforms.commit`).
+    num_shards : dict of str to int
+        Shards per split: ``{split}-{i:05d}-of-{n:05d}{suffix}`` for every ``i < n`` exists in the
+        run folder (some may hold no rows).  The list of names is not stored: it would grow with
+        the dataset.
+    dead_letters : list of str
+        Dead-letter files, relative to the dataset directory.
     """
 
     spectrogram: SpectrogramParams
     labels: list[str]
     format: str
-    shards: dict[str, list[str]]
-    counts: dict[str, Any]
-    inputs: dict[str, int]
-    failures: dict[str, int]
+    shards: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    counts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    inputs: dict[str, int] = dataclasses.field(default_factory=dict)
+    failures: dict[str, int] = dataclasses.field(default_factory=dict)
     created: str = dataclasses.field(default_factory=utc_now)
     genreflow_version: str = ""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    run_id: str = ""
+    num_shards: dict[str, int] = dataclasses.field(default_factory=dict)
+    dead_letters: list[str] = dataclasses.field(default_factory=list)
+
+    def shard_names(self, split: str) -> list[str]:
+        """Shard files of ``split`` relative to the dataset directory (empty when it has none)."""
+        from transforms.shards import shard_name
+
+        if split in self.shards:
+            return list(self.shards[split])
+        n = int(self.num_shards.get(split, 0))
+        folder = f"run_id={self.run_id}/" if self.run_id else ""
+        return [folder + shard_name(split, i, n, fmt=self.format) for i in range(n)]
+
+    def splits(self) -> list[str]:
+        """Splits that have at least one shard file."""
+        names = set(self.shards) | set(self.num_shards)
+        return [s for s in sorted(names) if self.shard_names(s)]
+
+    def shard_paths(self, data_dir: str, split: str | None = None) -> list[str]:
+        """Full paths (or URIs) of the shard files of ``split``, or of every split when ``None``."""
+        splits = [split] if split is not None else self.splits()
+        return [_join(data_dir, name) for s in splits for name in self.shard_names(s)]
 
     def to_dict(self) -> dict[str, Any]:
         from genreflow import __version__
@@ -114,10 +127,12 @@ class DatasetMetadata:
             "spectrogram": self.spectrogram.to_dict(),
             "schema": schema_to_json(self.spectrogram),
             "labels": list(self.labels),
-            "shards": self.shards,
+            **({"run_id": self.run_id, "num_shards": self.num_shards} if self.run_id or self.num_shards else {}),
+            **({"shards": self.shards} if self.shards else {}),
             "counts": self.counts,
             "inputs": self.inputs,
             "failures": self.failures,
+            "dead_letters": self.dead_letters,
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -127,7 +142,10 @@ class DatasetMetadata:
             spectrogram=SpectrogramParams.from_dict(data["spectrogram"]),
             labels=list(data["labels"]),
             format=data["format"],
-            shards={k: list(v) for k, v in data["shards"].items()},
+            shards={k: list(v) for k, v in data.get("shards", {}).items()},
+            run_id=data.get("run_id", ""),
+            num_shards={k: int(v) for k, v in data.get("num_shards", {}).items()},
+            dead_letters=list(data.get("dead_letters", [])),
             counts=data.get("counts", {}),
             inputs=data.get("inputs", {}),
             failures=data.get("failures", {}),
@@ -164,9 +182,11 @@ class ModelCard:
     Attributes
     ----------
     model_file : str
-        Keras file name inside the model dir (``model.keras``).
+        Keras file name inside the model dir (``model-<sha256 prefix>.keras``: named by its content,
+        so a new export never overwrites a file an older ``model.json`` names).
     model_version : str
-        Content hash of the model file (first 16 hex digits of its SHA-256).
+        Identifies the model, not the file: 16 hex digits of the SHA-256 of its architecture,
+        weights, labels and spectrogram parameters (exporting identical weights again keeps it).
     labels : list of str
         Output index -> genre, exactly the training data's vocabulary.
     spectrogram : SpectrogramParams
@@ -179,6 +199,8 @@ class ModelCard:
         Identifies the training data (hash of its metadata.json).
     metrics : dict
         Headline evaluation numbers.
+    model_sha256 : str
+        SHA-256 (64 hex digits) of the model file's bytes; the label job checks it before any work.
     """
 
     model_file: str
@@ -192,6 +214,7 @@ class ModelCard:
     created: str = dataclasses.field(default_factory=utc_now)
     genreflow_version: str = ""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         from genreflow import __version__
@@ -201,6 +224,7 @@ class ModelCard:
             "genreflow_version": self.genreflow_version or __version__,
             "created": self.created,
             "model_file": self.model_file,
+            "model_sha256": self.model_sha256,
             "model_version": self.model_version,
             "labels": list(self.labels),
             "spectrogram": self.spectrogram.to_dict(),
@@ -225,6 +249,7 @@ class ModelCard:
             created=data.get("created", ""),
             genreflow_version=data.get("genreflow_version", ""),
             extra=data.get("extra", {}),
+            model_sha256=data.get("model_sha256", ""),
         )
 
 

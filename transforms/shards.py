@@ -18,6 +18,7 @@ import fsspec
 import pyarrow.parquet as pq
 
 from transforms.deadletters import DeadLetter
+from transforms.sources import unit_hash
 from transforms.records import arrow_schema, encode_example, rows_to_table
 from transforms.spec import (
     FEATURE_LABEL,
@@ -39,6 +40,10 @@ __all__ = [
     "ParquetShardWriter",
     "open_shard_writer",
     "write_dead_letters",
+    "read_dead_letters",
+    "dead_letter_name",
+    "auto_shards",
+    "GroupIntoShards",
     "WriteDeadLetters",
     "remove_quietly",
 ]
@@ -180,40 +185,126 @@ def open_shard_writer(uri: str, *, fmt: str, params: SpectrogramParams) -> TFRec
 
 
 # Dead letters ----------------------------------------------------------------------------------
-def write_dead_letters(uri: str, letters: Sequence[DeadLetter]) -> str:
-    """Write dead letters as JSON Lines, sorted by URI (an empty list writes an empty file)."""
+#: Dead letters per file: a file stays small enough to open in an editor.
+DEAD_LETTERS_PER_FILE = 100_000
+
+
+def dead_letter_name(index: int, num_shards: int) -> str:
+    """``dead_letters-00000-of-00001.jsonl``."""
+    return f"dead_letters-{index:05d}-of-{num_shards:05d}.jsonl"
+
+
+def write_dead_letters(uri: str, letters: Iterable[DeadLetter]) -> int:
+    """Write dead letters as JSON Lines, sorted by URI (none writes an empty file); returns the count."""
     ordered = sorted(letters, key=lambda d: (d.uri, d.stage, d.reason))
     with fsspec.open(uri, "w", encoding="utf-8") as f:
         for letter in ordered:
             f.write(letter.to_json() + "\n")
-    return uri
+    return len(ordered)
 
 
-class WriteDeadLetters(beam.PTransform):
-    """PCollection of :class:`DeadLetter` -> ``OUTPUT/errors/dead_letters-00000-of-00001.jsonl``.
+def read_dead_letters(uri: str) -> list[DeadLetter]:
+    """The dead letters of one file written by :func:`write_dead_letters`."""
+    with fsspec.open(uri, "r", encoding="utf-8") as f:
+        return [DeadLetter.from_json(line) for line in f if line.strip()]
 
-    Dead letters are small (a few hundred bytes each), so they are gathered into one file, written
-    through fsspec.  The file is written even when there are none, so its presence tells a reader
-    the job got that far.  Returns a PCollection with one element: ``{"path": ..., "count": n}``.
+
+def auto_shards(count: int, *, per_shard: int, minimum: int = 0) -> int:
+    """``ceil(count / per_shard)`` shards, at least ``minimum``: no cap, so a shard never grows."""
+    return max(minimum, -(-count // per_shard))
+
+
+def _shard_keys(group_count: tuple[str, int], *, num_shards: int, per_shard: int, minimum: int):
+    group, count = group_count
+    n = num_shards if num_shards > 0 and count > 0 else auto_shards(count, per_shard=per_shard, minimum=minimum)
+    return [((group, i, n), None) for i in range(n)]
+
+
+def _keyed(item: Any, plan: dict[str, int], *, group_fn, id_fn) -> tuple[tuple[str, int, int], Any]:
+    group = group_fn(item)
+    n = plan[group]
+    return (group, int(unit_hash(id_fn(item)) * n), n), item
+
+
+class GroupIntoShards(beam.PTransform):
+    """Assign elements to shard files by a hash of their id, inside the pipeline.
+
+    Output: one element per shard, ``((group, index, num_shards), [items])``, including empty
+    shards, so a writer can give every file a final, deterministic name (a retried bundle writes
+    the same file again).  ``num_shards`` per group is fixed or follows the group's size
+    (:func:`auto_shards`), counted in the pipeline: no launcher plan, no cap.
 
     Parameters
     ----------
-    output_dir : str
-        Dataset or output folder (any fsspec URI); the file goes under ``errors/`` inside it.
+    group_fn : callable
+        Element -> group name (for example its split); one set of shards per group.
+    id_fn : callable
+        Element -> the string whose hash picks its shard.
+    num_shards : int
+        Shards per non-empty group; 0 = ``ceil(n / per_shard)``.
+    per_shard : int
+        Target elements per shard when ``num_shards`` is 0.
+    groups : sequence of str
+        Groups that get at least ``minimum`` shards even when they have no element.
+    minimum : int
+        Fewest shards of a group listed in ``groups`` (1 makes an empty, readable file).
     """
 
-    def __init__(self, output_dir: str) -> None:
+    def __init__(self, *, group_fn=lambda _: "", id_fn, num_shards: int = 0, per_shard: int,
+                 groups: Sequence[str] = (), minimum: int = 0) -> None:
         super().__init__()
-        self._output_dir = output_dir
+        self._group_fn, self._id_fn = group_fn, id_fn
+        self._num_shards, self._per_shard = num_shards, per_shard
+        self._groups, self._minimum = list(groups), minimum
+
+    def expand(self, items):
+        counted = items | "CountGroup" >> beam.Map(lambda x, f=self._group_fn: (f(x), 1))
+        if self._groups:
+            zeros = items.pipeline | "Groups" >> beam.Create([(g, 0) for g in self._groups])
+            counted = (counted, zeros) | "WithGroups" >> beam.Flatten()
+        sizes = counted | "Sizes" >> beam.CombinePerKey(sum)
+        keys = sizes | "ShardKeys" >> beam.FlatMap(
+            _shard_keys, num_shards=self._num_shards, per_shard=self._per_shard, minimum=self._minimum)
+        plan = beam.pvalue.AsDict(keys | "PlanEntry" >> beam.Map(lambda kv: (kv[0][0], kv[0][2])) | "OnePerGroup" >> beam.Distinct())
+        keyed = items | "ToShard" >> beam.Map(_keyed, plan, group_fn=self._group_fn, id_fn=self._id_fn)
+        return (
+            (keyed, keys)
+            | "WithEmptyShards" >> beam.Flatten()
+            | "GroupShard" >> beam.GroupByKey()
+            | "DropMarkers" >> beam.MapTuple(lambda key, values: (key, [v for v in values if v is not None]))
+        )
+
+
+def _write_dead_letter_shard(shard: tuple[tuple[str, int, int], list[DeadLetter]], folder: str) -> dict[str, Any]:
+    (_, index, n), letters = shard
+    name = dead_letter_name(index, n)
+    return {"file": name, "count": write_dead_letters(join_uri(folder, name), letters)}
+
+
+class WriteDeadLetters(beam.PTransform):
+    """PCollection of :class:`DeadLetter` -> ``FOLDER/dead_letters-0000i-of-0000N.jsonl``.
+
+    Written by the pipeline as sharded JSON Lines (:data:`DEAD_LETTERS_PER_FILE` per file), through
+    fsspec; there is always at least one file, empty when nothing failed, so its presence tells a
+    reader the job got that far.  Returns one ``{"file": name, "count": n}`` per file.
+
+    Parameters
+    ----------
+    folder : str
+        Folder for the files (any fsspec URI).
+    """
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self._folder = folder
 
     def expand(self, letters):
-        path = join_uri(self._output_dir, ERRORS_DIR, "dead_letters-00000-of-00001.jsonl")
-
-        def _write(batch: list[DeadLetter]) -> dict[str, Any]:
-            write_dead_letters(path, batch)
-            return {"path": path, "count": len(batch)}
-
-        return letters | "Gather" >> beam.combiners.ToList() | "Write" >> beam.Map(_write)
+        return (
+            letters
+            | "ShardLetters" >> GroupIntoShards(id_fn=lambda d: f"{d.uri}|{d.stage}|{d.reason}",
+                                                per_shard=DEAD_LETTERS_PER_FILE, groups=[""], minimum=1)
+            | "WriteLetters" >> beam.Map(_write_dead_letter_shard, self._folder)
+        )
 
 
 def remove_quietly(uri: str) -> None:

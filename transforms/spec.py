@@ -52,9 +52,11 @@ FEATURE_URI = "uri"
 FEATURE_SPLIT = "split"
 
 _LOG_KINDS = ("db", "log1p", "logc")
-
 #: The constant C of the ``"logc"`` compression ``log10(1 + C * S)`` (musicnn's "logC").
 LOGC_GAIN = 10000.0
+#: Highest target sample rate in Hz (above any audio format's; the mono track of a worker grows
+#: with it, see transforms.audio).
+MAX_SAMPLE_RATE = 768_000
 _INT_FIELDS = ("sample_rate", "n_fft", "hop_length", "n_mels")
 _FLOAT_FIELDS = ("fmin", "segment_seconds", "segment_hop_seconds", "amin", "min_tail_fraction")
 _OPTIONAL_FLOAT_FIELDS = ("fmax", "top_db")
@@ -120,19 +122,26 @@ class SpectrogramParams:
         problems = self._normalise_types()
         if problems:
             raise ValueError("invalid spectrogram parameters: " + "; ".join(problems))
-        if self.sample_rate <= 0:
-            problems.append(f"sample_rate must be positive, got {self.sample_rate}")
+        if not 0 < self.sample_rate <= MAX_SAMPLE_RATE:
+            problems.append(f"sample_rate must be in (0, {MAX_SAMPLE_RATE}] Hz, got {self.sample_rate}")
         if self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
             problems.append("n_fft, hop_length and n_mels must be positive")
+        elif self.n_mels > self.n_fft // 2 + 1:
+            problems.append(
+                f"n_mels {self.n_mels} is more mel bands than the {self.n_fft // 2 + 1} FFT bins of "
+                f"n_fft {self.n_fft} (most bands would be empty)"
+            )
         if self.segment_seconds <= 0:
             problems.append(f"segment_seconds must be positive, got {self.segment_seconds}")
         if self.segment_hop_seconds <= 0:
             problems.append(
                 f"segment_hop_seconds must be positive, got {self.segment_hop_seconds}"
             )
-        if self.fmin < 0 or (self.fmax is not None and not self.fmin < self.fmax <= self.sample_rate / 2):
+        nyquist = self.sample_rate / 2
+        if self.fmin < 0 or not self.fmin < self.effective_fmax <= nyquist:
             problems.append(
-                f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin} fmax={self.fmax}"
+                f"need 0 <= fmin < fmax <= sample_rate/2 = {nyquist:g} Hz, got fmin={self.fmin} "
+                f"fmax={self.fmax if self.fmax is not None else f'{nyquist:g} (sample_rate/2)'}"
             )
         if self.log not in _LOG_KINDS:
             problems.append(f"log must be one of {_LOG_KINDS}, got {self.log!r}")
