@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=d.feature_cache,
                    help="keep the frozen backbone's features of each split in $GENREFLOW_CACHE/backbone-features "
                         "(keyed by the data's metadata.json hash), so another run on the same data skips the backbone")
-    g.add_argument("--fine-tune", action="store_true",
+    g.add_argument("--fine-tune", action=argparse.BooleanOptionalAction, default=d.fine_tune,
                    help="after training the head, train backbone and head end to end on augmented segments")
     g.add_argument("--fine-tune-epochs", type=int, default=d.fine_tune_epochs, help="epochs of --fine-tune")
     g.add_argument("--fine-tune-learning-rate", type=float, default=d.fine_tune_learning_rate,
