@@ -49,9 +49,9 @@ HEAD_UNITS = 128
 HEAD_DROPOUT = 0.5
 #: Added to every feature's training variance before standardising (features are O(0.1-30)).
 VARIANCE_FLOOR = 1e-2
-#: Segments per forward pass of the backbone (feature extraction, evaluation).  musicnn's timbral
-#: convolutions produce 187 x 59 x 204 floats per segment per branch (~9 MB): a batch of 256
-#: segments peaks at ~8 GB, 32 at ~1 GB.
+#: Segments per forward pass of the backbone (feature extraction, evaluation).  A Keras call of
+#: musicnn on CPU peaks at ~66 MB per segment (its timbral convolutions: 187 x 59 x 204 floats per
+#: branch and segment): measured +2.4 GB resident for 32 segments, +8.5 GB for 128.
 INFERENCE_BATCH = 32
 #: The featurize preset every musicnn backbone needs.
 PRESET = "musicnn"
