@@ -6,6 +6,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Pretrained musicnn checkpoints for `train --backbone` (training/musicnn_weights.py): taken out of
+# the musicnn==0.1.0 wheel fetched with `pip download --no-deps` (never installed: it pins numpy<1.17).
+GENREFLOW_CACHE ?= $(CURDIR)/.cache
+export GENREFLOW_CACHE
+WEIGHTS := $(GENREFLOW_CACHE)/musicnn/.complete
 DEMO_DIR ?= demo-output
 
 .PHONY: install demo test test-fast bench clean
@@ -16,20 +21,23 @@ $(STAMP): setup.py requirements-lock.txt
 	$(PY) -m pip install --quiet -c requirements-lock.txt -e '.[test,aws,gcp]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(WEIGHTS): | $(STAMP)
+	$(PY) -m training.musicnn_weights
 
-demo: $(STAMP)
+install: $(STAMP) $(WEIGHTS)
+
+demo: install
 	$(VENV)/bin/genreflow demo --output $(DEMO_DIR)
 
 # The Flink and Prism tiers are part of the suite; they fail (never skip) without their setup.
-test: $(STAMP) flink-setup prism-setup
+test: install flink-setup prism-setup
 	$(PY) -m pytest
 
-test-fast: $(STAMP)
+test-fast: install
 	$(PY) -m pytest -m "not slow"
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) build dist *.egg-info
+	rm -rf $(VENV) $(DEMO_DIR) build dist *.egg-info  # keeps .cache (the musicnn weights)
 
 # Local Apache Flink cluster (scripts/flink.sh; everything under .flink/). See README, "Running on a cluster".
 .PHONY: flink-setup flink-up flink-down test-flink test-scale-out

@@ -65,16 +65,28 @@ def make_audio(root: str, *, tracks: int, seconds: float, sample_rate: int = 220
 
 
 def make_model_dir(model_dir: str, *, arch: str):
-    """The trainer's CNN with default spectrogram parameters, saved as a model dir."""
+    """The trainer's CNN with default spectrogram parameters, or (``arch`` = ``musicnn-msd`` /
+    ``musicnn-mtt``) the ``train --backbone`` model (pretrained musicnn + an untrained head) with
+    the ``musicnn`` preset, saved as a model dir."""
     from training.model import EMBEDDING_LAYER, build_model, make_normalizer
     from transforms.inference import write_model_dir
     from transforms.metadata import ModelCard
-    from transforms.spec import SpectrogramParams
+    from transforms.spec import PRESETS, SpectrogramParams
 
-    params = SpectrogramParams()
-    norm = make_normalizer()
-    norm.adapt(np.random.default_rng(0).normal(-30, 15, (8,) + params.mel_shape).astype(np.float32))
-    model = build_model(input_shape=params.mel_shape, n_classes=len(GENRES), arch=arch, normalizer=norm)
+    rng = np.random.default_rng(0)
+    if arch.startswith("musicnn-"):
+        from training import backbone, musicnn
+
+        params = PRESETS["musicnn"]
+        features = backbone.feature_model(musicnn.pretrained(arch))
+        width = int(features.outputs[0].shape[-1])
+        norm = backbone.feature_normalizer(rng.normal(size=(8, width)))
+        model = backbone.join(features, backbone.build_head(n_classes=len(GENRES), normalizer=norm), name=arch)
+    else:
+        params = SpectrogramParams()
+        norm = make_normalizer()
+        norm.adapt(rng.normal(-30, 15, (8,) + params.mel_shape).astype(np.float32))
+        model = build_model(input_shape=params.mel_shape, n_classes=len(GENRES), arch=arch, normalizer=norm)
     card = ModelCard(model_file="", model_version="", labels=list(GENRES), spectrogram=params,
                      input_shape=list(params.mel_shape), embedding_layer=EMBEDDING_LAYER)
     card = write_model_dir(model_dir, model=model, card=card)
@@ -215,7 +227,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tracks", type=int, default=24, help="number of 30 s clips (default 24)")
     p.add_argument("--seconds", type=float, default=30.0, help="clip length in seconds (default 30)")
-    p.add_argument("--arch", default="small", help="trainer architecture (default small)")
+    p.add_argument("--arch", nargs="+", default=["small"],
+                   help="trainer architectures, or musicnn-msd / musicnn-mtt for the `train --backbone` model; "
+                        "several are timed one after the other in one run (default small)")
     p.add_argument("--batch", type=int, default=256, help="segments per model call for batched runs (default 256)")
     p.add_argument("--history-rows", type=int, default=1_000_000,
                    help="rows of the earlier partition for the skip-join timing (default 1,000,000; 0 skips it)")
@@ -227,38 +241,39 @@ def main(argv=None) -> int:
     shutil.rmtree(args.workdir, ignore_errors=True)
     audio = os.path.join(args.workdir, "audio")
     make_audio(audio, tracks=args.tracks, seconds=args.seconds)
-    model_dir = os.path.join(args.workdir, "model")
-    card, n_params = make_model_dir(model_dir, arch=args.arch)
+    for arch in args.arch:
+        model_dir = os.path.join(args.workdir, arch, "model")
+        card, n_params = make_model_dir(model_dir, arch=arch)
 
-    per_track = plain_loop(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(args.workdir, "loop1"), batch=None)
-    batched = plain_loop(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(args.workdir, "loop2"), batch=args.batch)
-    one = beam_job(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(args.workdir, "beam1"), batch=args.batch,
-                   limit=1)
-    job = beam_job(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(args.workdir, "beam"), batch=args.batch)
-    assert job["counts"]["labeled"] == args.tracks, job["counts"]
+        work = os.path.join(args.workdir, arch)
+        per_track = plain_loop(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(work, "loop1"), batch=None)
+        batched = plain_loop(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(work, "loop2"), batch=args.batch)
+        one = beam_job(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(work, "beam1"), batch=args.batch, limit=1)
+        job = beam_job(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(work, "beam"), batch=args.batch)
+        assert job["counts"]["labeled"] == args.tracks, job["counts"]
 
-    n = args.tracks
-    load = os.getloadavg()
-    print(f"\n{n} clips x {args.seconds:g} s, model {args.arch} ({n_params} parameters), "
-          f"{card.spectrogram.mel_shape} log-mel per {card.spectrogram.segment_seconds:g} s segment; "
-          f"one core; load average at the end {load[0]:.1f} on {os.cpu_count()} cores\n")
-    print("| run | decode+spectrogram s | model s | aggregate+write s | total s | tracks/s/core | model share |")
-    print("|---|---|---|---|---|---|---|")
-    for name, t in (("plain loop, model per track (10 segments)", per_track),
-                    (f"plain loop, model on {args.batch}-segment batches", batched)):
-        total = sum(t.values())
-        print(f"| {name} | {t['decode+spectrogram']:.2f} | {t['model']:.2f} | {t['aggregate+write']:.2f} | "
-              f"{total:.2f} | {n / total:.2f} | {t['model'] / total:.0%} |")
-    model_s = job["timings"]["inference_seconds"]
-    pipe = job["timings"]["pipeline_seconds"]
-    print(f"| genreflow label (Beam FnApiRunner, 1 worker, max batch {args.batch}) | "
-          f"(in pipeline) | {model_s:.2f} | (in pipeline) | {pipe:.2f} pipeline, {job['wall_seconds']:.2f} wall | "
-          f"{n / pipe:.2f} | {model_s / pipe:.0%} |")
-    marginal = (job["timings"]["pipeline_seconds"] - one["timings"]["pipeline_seconds"]) / (n - 1)
-    print(f"| genreflow label, marginal (pipeline({n}) - pipeline(1)) / {n - 1} | | | | "
-          f"{marginal:.3f} per track | {1 / marginal:.2f} | |")
-    print("\n_run.json timings:", json.dumps(job["timings"]))
-    print("1-track run timings:", json.dumps(one["timings"]))
+        n = args.tracks
+        load = os.getloadavg()
+        print(f"\n{n} clips x {args.seconds:g} s, model {arch} ({n_params} parameters), "
+              f"{card.spectrogram.mel_shape} log-mel per {card.spectrogram.segment_seconds:g} s segment; "
+              f"one core; load average at the end {load[0]:.1f} on {os.cpu_count()} cores\n")
+        print("| run | decode+spectrogram s | model s | aggregate+write s | total s | tracks/s/core | model share |")
+        print("|---|---|---|---|---|---|---|")
+        for name, t in (("plain loop, model per track (10 segments)", per_track),
+                        (f"plain loop, model on {args.batch}-segment batches", batched)):
+            total = sum(t.values())
+            print(f"| {name} | {t['decode+spectrogram']:.2f} | {t['model']:.2f} | {t['aggregate+write']:.2f} | "
+                  f"{total:.2f} | {n / total:.2f} | {t['model'] / total:.0%} |")
+        model_s = job["timings"]["inference_seconds"]
+        pipe = job["timings"]["pipeline_seconds"]
+        print(f"| genreflow label (Beam FnApiRunner, 1 worker, max batch {args.batch}) | "
+              f"(in pipeline) | {model_s:.2f} | (in pipeline) | {pipe:.2f} pipeline, {job['wall_seconds']:.2f} wall | "
+              f"{n / pipe:.2f} | {model_s / pipe:.0%} |")
+        marginal = (job["timings"]["pipeline_seconds"] - one["timings"]["pipeline_seconds"]) / (n - 1)
+        print(f"| genreflow label, marginal (pipeline({n}) - pipeline(1)) / {n - 1} | | | | "
+              f"{marginal:.3f} per track | {1 / marginal:.2f} | |")
+        print("\n_run.json timings:", json.dumps(job["timings"]))
+        print("1-track run timings:", json.dumps(one["timings"]))
     if args.history_rows:
         h = history_bench(args.workdir, rows=args.history_rows, inputs=args.join_inputs)
         print(f"\nskip join: {h['rows']:,} earlier rows ({h['parquet_mb']:.1f} MB Parquet): labeled_keys reads them in "

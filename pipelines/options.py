@@ -22,6 +22,7 @@ Option rule: an option that is neither the job's own nor a Beam pipeline option 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
@@ -35,7 +36,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 from genreflow.args import PassthroughParserMixin, parse_args_strict
 
 from transforms.beam_audio import ReadLimits
-from transforms.spec import SpectrogramParams
+from transforms.spec import PRESETS, SpectrogramParams
 
 __all__ = [
     "add_spectrogram_args",
@@ -63,26 +64,36 @@ INSTALLED_PRISM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 
 
 def add_spectrogram_args(parser: argparse.ArgumentParser) -> None:
-    """Add one option per :class:`SpectrogramParams` field (defaults from the dataclass)."""
+    """Add ``--preset`` and one option per :class:`SpectrogramParams` field.
+
+    An option left out takes its value from ``--preset`` when one is given, from the dataclass
+    defaults otherwise (see :func:`params_from_args`); the defaults shown in ``--help`` are the
+    dataclass's.
+    """
     d = SpectrogramParams()
     g = parser.add_argument_group("spectrogram", "log-mel and segment parameters (stored in metadata.json)")
-    g.add_argument("--sample-rate", "--sample_rate", type=int, default=d.sample_rate,
+    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="start from a named parameter set; options given explicitly override it. musicnn: "
+                        "musicnn's front end (16 kHz, n_fft 512, hop 256, 96 mels, log10(1 + 10000 S), 187-frame "
+                        "segments of 2.976 s), required by `genreflow train --backbone musicnn-*`")
+    g.add_argument("--sample-rate", "--sample_rate", type=int, default=None,
                    help=f"target sample rate in Hz; audio is mixed to mono and resampled (default {d.sample_rate})")
-    g.add_argument("--n-fft", "--n_fft", type=int, default=d.n_fft, help=f"FFT window in samples (default {d.n_fft})")
-    g.add_argument("--hop-length", "--hop_length", type=int, default=d.hop_length,
+    g.add_argument("--n-fft", "--n_fft", type=int, default=None, help=f"FFT window in samples (default {d.n_fft})")
+    g.add_argument("--hop-length", "--hop_length", type=int, default=None,
                    help=f"STFT hop in samples (default {d.hop_length})")
-    g.add_argument("--n-mels", "--n_mels", type=int, default=d.n_mels, help=f"mel bands (default {d.n_mels})")
-    g.add_argument("--fmin", type=float, default=d.fmin, help=f"lowest mel frequency in Hz (default {d.fmin:g})")
-    g.add_argument("--fmax", type=float, default=d.fmax, help="highest mel frequency in Hz (default: sample_rate/2)")
-    g.add_argument("--segment-seconds", "--segment_seconds", type=float, default=d.segment_seconds,
+    g.add_argument("--n-mels", "--n_mels", type=int, default=None, help=f"mel bands (default {d.n_mels})")
+    g.add_argument("--fmin", type=float, default=None, help=f"lowest mel frequency in Hz (default {d.fmin:g})")
+    g.add_argument("--fmax", type=float, default=None, help="highest mel frequency in Hz (default: sample_rate/2)")
+    g.add_argument("--segment-seconds", "--segment_seconds", type=float, default=None,
                    help=f"segment length in seconds (default {d.segment_seconds:g})")
     g.add_argument("--segment-hop-seconds", "--segment_hop_seconds", type=float, default=None,
                    help="distance between segment starts in seconds (default: the segment length, no overlap)")
-    g.add_argument("--log", choices=("db", "log1p"), default=d.log,
-                   help="log compression: db = librosa.power_to_db(ref=1.0), log1p = log(1+S) (default db)")
-    g.add_argument("--top-db", "--top_db", type=float, default=d.top_db,
+    g.add_argument("--log", choices=("db", "log1p", "logc"), default=None,
+                   help="log compression: db = librosa.power_to_db(ref=1.0), log1p = log(1+S), "
+                        "logc = log10(1 + 10000 S) (default db)")
+    g.add_argument("--top-db", "--top_db", type=float, default=None,
                    help=f"dB range kept below each segment's peak; 0 or less keeps all (default {d.top_db:g})")
-    g.add_argument("--min-tail-fraction", "--min_tail_fraction", type=float, default=d.min_tail_fraction,
+    g.add_argument("--min-tail-fraction", "--min_tail_fraction", type=float, default=None,
                    help="a trailing partial segment (or a whole clip shorter than one segment) at least this "
                         "fraction of a segment is zero-padded and kept; shorter is dropped (a clip: dead letter "
                         f"too_short) (default {d.min_tail_fraction:g})")
@@ -111,25 +122,27 @@ def limits_from_args(args: argparse.Namespace) -> ReadLimits:
 def params_from_args(args: argparse.Namespace) -> SpectrogramParams:
     """Build :class:`SpectrogramParams` from :func:`add_spectrogram_args` options.
 
+    Start from ``PRESETS[args.preset]`` (or the dataclass defaults) and replace every field whose
+    option was given.  ``--segment-seconds`` without ``--segment-hop-seconds`` also sets the hop
+    (no overlap); ``--top-db`` of 0 or less means ``None``.
+
     Raises
     ------
     ValueError
         From the dataclass's validation, naming every bad value.
     """
-    top_db = args.top_db if args.top_db is not None and args.top_db > 0 else None
-    return SpectrogramParams(
-        sample_rate=args.sample_rate,
-        n_fft=args.n_fft,
-        hop_length=args.hop_length,
-        n_mels=args.n_mels,
-        fmin=args.fmin,
-        fmax=args.fmax,
-        segment_seconds=args.segment_seconds,
-        segment_hop_seconds=args.segment_hop_seconds if args.segment_hop_seconds is not None else args.segment_seconds,
-        log=args.log,
-        top_db=top_db,
-        min_tail_fraction=args.min_tail_fraction,
-    )
+    base = PRESETS[args.preset] if getattr(args, "preset", None) else SpectrogramParams()
+    given = {
+        name: getattr(args, name)
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "segment_seconds",
+                     "segment_hop_seconds", "log", "top_db", "min_tail_fraction")
+        if getattr(args, name, None) is not None
+    }
+    if "segment_seconds" in given and "segment_hop_seconds" not in given:
+        given["segment_hop_seconds"] = given["segment_seconds"]
+    if "top_db" in given and given["top_db"] <= 0:
+        given["top_db"] = None
+    return dataclasses.replace(base, **given)
 
 
 class _BeamOptionsParser(PassthroughParserMixin, _BeamArgumentParser):

@@ -1,6 +1,7 @@
 """``genreflow train``: train a genre CNN on featurize shards and write a self-describing model dir.
 
     genreflow train --data DATA_DIR --model-dir MODEL_DIR [--epochs 40] [--arch hybrid|temporal|small|wide] ...
+    genreflow train --data DATA_DIR --model-dir MODEL_DIR --backbone musicnn-msd [--fine-tune]
     python -m training.train --data DATA_DIR --model-dir MODEL_DIR
 
 Everything about the data (shapes, label vocabulary, spectrogram parameters, shard format, class
@@ -28,6 +29,7 @@ from typing import Any, Sequence
 
 from genreflow.args import parse_args_strict, report_error
 from training.model import ARCHITECTURES, DEFAULT_ARCHITECTURE
+from training.musicnn import BACKBONES
 from transforms.spec import SPLITS
 
 __all__ = ["TrainConfig", "parse_args", "config_problems", "check_resume", "make_strategy", "train", "run", "main"]
@@ -65,6 +67,11 @@ class TrainConfig:
     cache: bool = True
     eval_split: str = "test"
     verbose: int = 1
+    backbone: str | None = None
+    fine_tune: bool = False
+    fine_tune_epochs: int = 5
+    fine_tune_learning_rate: float = 1e-4
+    feature_cache: bool = True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,6 +119,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="split for metrics.json (falls back to validation when absent)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=d.verbose,
                    help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+    g = p.add_argument_group("pretrained backbone", "transfer learning from musicnn (README, \"Recipes\")")
+    g.add_argument("--backbone", choices=sorted(BACKBONES), default=None,
+                   help="train a small head on a frozen pretrained musicnn (Million Song Dataset or "
+                        "MagnaTagATune) instead of a CNN from scratch; --arch is then ignored and the data must "
+                        "be featurized with --preset musicnn. Weights: `make install` (no download at run time)")
+    g.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=d.feature_cache,
+                   help="keep the frozen backbone's features of each split in $GENREFLOW_CACHE/backbone-features "
+                        "(keyed by the data's metadata.json hash), so another run on the same data skips the backbone")
+    g.add_argument("--fine-tune", action=argparse.BooleanOptionalAction, default=d.fine_tune,
+                   help="after training the head, train backbone and head end to end on augmented segments")
+    g.add_argument("--fine-tune-epochs", type=int, default=d.fine_tune_epochs, help="epochs of --fine-tune")
+    g.add_argument("--fine-tune-learning-rate", type=float, default=d.fine_tune_learning_rate,
+                   help="peak learning rate of --fine-tune")
     return p
 
 
@@ -119,13 +139,14 @@ def config_problems(cfg: TrainConfig) -> list[str]:
     """Every option value of ``cfg`` that cannot make a useful run (nothing is read or written)."""
     problems = []
     for name, low in (("epochs", 1), ("batch_size", 1), ("shuffle_buffer", 1), ("warmup_epochs", 0),
-                      ("freq_mask", 0), ("time_mask", 0), ("early_stopping", 0)):
+                      ("freq_mask", 0), ("time_mask", 0), ("early_stopping", 0), ("fine_tune_epochs", 1)):
         if getattr(cfg, name) < low:
             problems.append(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(cfg, name)}")
     if cfg.max_segments_per_class is not None and cfg.max_segments_per_class < 1:
         problems.append(f"--max-segments-per-class must be >= 1, got {cfg.max_segments_per_class}")
-    if not cfg.learning_rate > 0:
-        problems.append(f"--learning-rate must be > 0, got {cfg.learning_rate}")
+    for name in ("learning_rate", "fine_tune_learning_rate"):
+        if not getattr(cfg, name) > 0:
+            problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
     if not 0 <= cfg.label_smoothing < 1:
         problems.append(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     for name in ("weight_decay", "mixup", "gain_db"):
@@ -156,7 +177,8 @@ RESUME_MARKER = "genreflow_run.json"
 
 
 def _resume_key(cfg: TrainConfig, data_fingerprint: str) -> dict[str, Any]:
-    return {"data_fingerprint": data_fingerprint, "arch": cfg.arch}
+    key = {"data_fingerprint": data_fingerprint, "arch": cfg.arch}
+    return {**key, "backbone": cfg.backbone} if cfg.backbone else key
 
 
 def check_resume(cfg: TrainConfig, *, data_fingerprint: str) -> None:
@@ -225,7 +247,8 @@ def _read_history(path: str) -> dict[str, list[float]]:
     history: dict[str, list[float]] = {}
     for row in rows:
         for k, v in row.items():
-            if k and v not in (None, ""):
+            # CSVLogger writes "NA" in the val_* columns of a run without a validation split
+            if k and v not in (None, "", "NA"):
                 history.setdefault(k, []).append(float(v))
     return history
 
@@ -259,6 +282,63 @@ def _callbacks(cfg: TrainConfig, *, has_validation: bool, record: list[int]) -> 
     return callbacks
 
 
+def segment_datasets(cfg: TrainConfig, *, metadata: Any, has_validation: bool) -> tuple[Any, int, Any]:
+    """The augmented, balanced training batches (and steps per epoch) and the validation batches
+    (``None`` without a validation split) that ``cfg`` asks for."""
+    from training import data
+
+    augment = data.Augment(
+        freq_masks=2 if cfg.freq_mask else 0, freq_mask_width=cfg.freq_mask,
+        time_masks=2 if cfg.time_mask else 0, time_mask_width=cfg.time_mask, mixup_alpha=cfg.mixup,
+        time_shift=cfg.time_shift, gain_db=cfg.gain_db,
+    )
+    train_ds, steps = data.training_dataset(
+        cfg.data, metadata=metadata, batch_size=cfg.batch_size, balance=cfg.balance,
+        max_segments_per_class=cfg.max_segments_per_class, augment=augment,
+        shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache, seed=cfg.seed,
+    )
+    val_ds = (
+        data.eval_dataset(cfg.data, metadata=metadata, split="validation", batch_size=cfg.batch_size * 4, cache=cfg.cache)
+        if has_validation else None
+    )
+    return train_ds, steps, val_ds
+
+
+def _fit_cnn(cfg: TrainConfig, *, metadata: Any, strategy: Any, has_validation: bool, callbacks: Sequence[Any]) -> Any:
+    """Build and train a CNN from scratch (``--arch``); return the float32 model to export."""
+    from training import data
+    from training.model import build_model, compile_model, make_normalizer
+
+    params = metadata.spectrogram
+    n_classes = len(metadata.labels)
+    train_ds, steps, val_ds = segment_datasets(cfg, metadata=metadata, has_validation=has_validation)
+    policy = "mixed_float16" if cfg.mixed_precision else "float32"
+    with strategy.scope():
+        normalizer = make_normalizer()
+        normalizer.adapt(data.mel_dataset(cfg.data, metadata=metadata, split="train", batch_size=256, limit=8192))
+        model = build_model(
+            input_shape=params.mel_shape, n_classes=n_classes, arch=cfg.arch,
+            normalizer=normalizer, dtype_policy=policy,
+        )
+        compile_model(
+            model, learning_rate=cfg.learning_rate, total_steps=steps * cfg.epochs,
+            warmup_steps=steps * cfg.warmup_epochs, weight_decay=cfg.weight_decay,
+            label_smoothing=cfg.label_smoothing, mixed_precision=cfg.mixed_precision,
+        )
+    if cfg.verbose:
+        model.summary(print_fn=logger.info)
+    model.fit(
+        train_ds, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val_ds,
+        callbacks=list(callbacks), verbose=cfg.verbose,
+    )
+
+    if cfg.mixed_precision:  # export float32: the label job runs on CPUs too
+        exported = build_model(input_shape=params.mel_shape, n_classes=n_classes, arch=cfg.arch)
+        exported.set_weights(model.get_weights())
+        return exported
+    return model
+
+
 def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train, evaluate and export one model.
 
@@ -279,7 +359,7 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     import keras
 
     from training import data, evaluate, export, plots
-    from training.model import EMBEDDING_LAYER, build_model, compile_model, make_normalizer
+    from training.model import EMBEDDING_LAYER
     from transforms.metadata import read_metadata, write_json_atomic
 
     start = time.time()
@@ -295,6 +375,10 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         "data %s: %s shards, %d labels, mel %s, train segments %d",
         cfg.data, metadata.format, n_classes, params.mel_shape, data.split_size(metadata, "train"),
     )
+    if cfg.backbone:  # fail before any work: wrong front end, or weights not installed
+        from training import backbone
+
+        backbone.check_ready(params, backbone=cfg.backbone)
     keras.utils.set_random_seed(cfg.seed)
     strategy = make_strategy(cfg.strategy)
     chief = _is_chief(strategy)
@@ -302,56 +386,25 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, model_dir=os.path.join(cfg.model_dir, ".workers", str(os.getpid())))
     os.makedirs(cfg.model_dir, exist_ok=True)
 
-    augment = data.Augment(
-        freq_masks=2 if cfg.freq_mask else 0, freq_mask_width=cfg.freq_mask,
-        time_masks=2 if cfg.time_mask else 0, time_mask_width=cfg.time_mask, mixup_alpha=cfg.mixup,
-        time_shift=cfg.time_shift, gain_db=cfg.gain_db,
-    )
-    train_ds, steps = data.training_dataset(
-        cfg.data, metadata=metadata, batch_size=cfg.batch_size, balance=cfg.balance,
-        max_segments_per_class=cfg.max_segments_per_class, augment=augment,
-        shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache, seed=cfg.seed,
-    )
     has_validation = bool(metadata.shard_names("validation")) and data.split_size(metadata, "validation") != 0
-    val_ds = (
-        data.eval_dataset(cfg.data, metadata=metadata, split="validation", batch_size=cfg.batch_size * 4, cache=cfg.cache)
-        if has_validation else None
-    )
-    policy = "mixed_float16" if cfg.mixed_precision else "float32"
-    with strategy.scope():
-        normalizer = make_normalizer()
-        normalizer.adapt(data.mel_dataset(cfg.data, metadata=metadata, split="train", batch_size=256, limit=8192))
-        model = build_model(
-            input_shape=params.mel_shape, n_classes=n_classes, arch=cfg.arch,
-            normalizer=normalizer, dtype_policy=policy,
-        )
-        compile_model(
-            model, learning_rate=cfg.learning_rate, total_steps=steps * cfg.epochs,
-            warmup_steps=steps * cfg.warmup_epochs, weight_decay=cfg.weight_decay,
-            label_smoothing=cfg.label_smoothing, mixed_precision=cfg.mixed_precision,
-        )
-    if cfg.verbose:
-        model.summary(print_fn=logger.info)
     epochs_run: list[int] = []
+    cbs = _callbacks(cfg, has_validation=has_validation, record=epochs_run) + list(callbacks)
+    extra: dict[str, Any] = {}
     _mark_resume(cfg, data_fingerprint=fingerprint)
-    model.fit(
-        train_ds, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val_ds,
-        callbacks=_callbacks(cfg, has_validation=has_validation, record=epochs_run) + list(callbacks),
-        verbose=cfg.verbose,
-    )
-
-    if cfg.mixed_precision:  # export float32: the label job runs on CPUs too
-        exported = build_model(input_shape=params.mel_shape, n_classes=n_classes, arch=cfg.arch)
-        exported.set_weights(model.get_weights())
+    if cfg.backbone:
+        with strategy.scope():
+            exported, embedding_layer, extra = backbone.fit(cfg, metadata=metadata, callbacks=cbs)
     else:
-        exported = model
+        exported = _fit_cnn(cfg, metadata=metadata, strategy=strategy, has_validation=has_validation, callbacks=cbs)
+        embedding_layer = EMBEDDING_LAYER
 
     eval_split = cfg.eval_split if metadata.shard_names(cfg.eval_split) else ("validation" if has_validation else None)
     history = _read_history(os.path.join(cfg.model_dir, "history.csv"))
     files = {"training_curves_png": plots.plot_history(history, path=os.path.join(cfg.model_dir, "training_curves.png"))}
     metrics: dict[str, Any] = {}
     if eval_split:
-        pred = evaluate.predict_split(exported, cfg.data, metadata=metadata, split=eval_split)
+        batch = backbone.INFERENCE_BATCH if cfg.backbone else 256
+        pred = evaluate.predict_split(exported, cfg.data, metadata=metadata, split=eval_split, batch_size=batch)
         if len(pred["probs"]):
             metrics = evaluate.evaluate_predictions(
                 pred["probs"], pred["label_index"], pred["track_id"], labels=metadata.labels
@@ -368,9 +421,9 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         write_json_atomic(os.path.join(cfg.model_dir, "metrics.json"), metrics)
     card = export.save_model_dir(
         cfg.model_dir, model=exported, metadata=metadata, data_dir=cfg.data,
-        embedding_layer=EMBEDDING_LAYER,
+        embedding_layer=embedding_layer,
         metrics=evaluate.headline(metrics) if "track" in metrics else {},
-        extra={"training": dataclasses.asdict(cfg), "epochs_completed": len(history.get("epoch", []))},
+        extra={"training": dataclasses.asdict(cfg), "epochs_completed": len(history.get("epoch", [])), **extra},
     )
     summary = {
         "model_dir": cfg.model_dir,

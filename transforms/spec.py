@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 __all__ = [
     "SpectrogramParams",
+    "PRESETS",
+    "LOGC_GAIN",
     "Feature",
     "ParameterMismatchError",
     "feature_schema",
@@ -49,7 +51,9 @@ FEATURE_LABEL_INDEX = "label_index"
 FEATURE_URI = "uri"
 FEATURE_SPLIT = "split"
 
-_LOG_KINDS = ("db", "log1p")
+_LOG_KINDS = ("db", "log1p", "logc")
+#: The constant C of the ``"logc"`` compression ``log10(1 + C * S)`` (musicnn's "logC").
+LOGC_GAIN = 10000.0
 #: Highest target sample rate in Hz (above any audio format's; the mono track of a worker grows
 #: with it, see transforms.audio).
 MAX_SAMPLE_RATE = 768_000
@@ -87,7 +91,8 @@ class SpectrogramParams:
         ``segment_seconds``: no overlap.  Always a number after construction.
     log : str
         Log compression: ``"db"`` is ``librosa.power_to_db(S, ref=1.0, amin=amin, top_db=top_db)``,
-        ``"log1p"`` is ``log(1 + S)``.
+        ``"log1p"`` is ``log(1 + S)``, ``"logc"`` is ``log10(1 + 10000 * S)`` (musicnn's "logC",
+        computed in float32).
     amin : float
         Floor of the power spectrogram before the log (``"db"`` only).
     top_db : float or None
@@ -243,6 +248,24 @@ class SpectrogramParams:
             raise ParameterMismatchError(
                 f"spectrogram parameters of the {what} do not match: " + ", ".join(diffs)
             )
+
+
+#: Named parameter sets, selected with ``genreflow featurize --preset NAME``.
+#:
+#: ``musicnn``: the front end of musicnn (Pons & Serra 2019; ``musicnn==0.1.0``, ``configuration.py``
+#: and ``extractor.batch_data``): 16 kHz, ``n_fft`` 512 (Hann), hop 256, 96 Slaney mel bands from 0
+#: Hz to 8 kHz (``librosa.feature.melspectrogram`` defaults of 2019: power 2, ``htk=False``,
+#: ``norm="slaney"``, the same filterbank as today's defaults), ``log10(1 + 10000 * S)``, and
+#: 187-frame patches: ``librosa.time_to_frames(3 s) + 1``, i.e. 186 hops = 47,616 samples = 2.976 s
+#: with centred frames.  Difference from musicnn: it frames the whole track and cuts patches from
+#: that spectrogram, we frame each segment with zero centre padding, so the first and last one or
+#: two frames of a patch see zeros instead of the neighbouring audio.
+PRESETS: dict[str, SpectrogramParams] = {
+    "musicnn": SpectrogramParams(
+        sample_rate=16000, n_fft=512, hop_length=256, n_mels=96, fmin=0.0, fmax=None,
+        segment_seconds=2.976, log="logc", top_db=None,
+    ),
+}
 
 
 @dataclasses.dataclass(frozen=True)

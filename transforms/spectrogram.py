@@ -15,7 +15,7 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
-from transforms.spec import SpectrogramParams
+from transforms.spec import LOGC_GAIN, SpectrogramParams
 
 __all__ = ["MelFilter", "mel_filter", "log_mel", "power_to_log"]
 
@@ -96,10 +96,15 @@ def power_to_log(power: np.ndarray, *, params: SpectrogramParams) -> np.ndarray:
     -------
     np.ndarray, float32, same shape
         ``"db"``: ``10 * log10(max(amin, S))`` clipped at each segment's peak minus ``top_db``
-        (``librosa.power_to_db`` with ``ref=1.0``); ``"log1p"``: ``log(1 + S)``.
+        (``librosa.power_to_db`` with ``ref=1.0``); ``"log1p"``: ``log(1 + S)``; ``"logc"``:
+        ``log10(1 + 10000 * S)``, in float32 (musicnn casts ``S`` to float16 first, where
+        ``10000 * S`` overflows to ``inf`` under NumPy 2's promotion rules).
     """
     if params.log == "log1p":
         return np.log1p(power).astype(np.float32)
+    if params.log == "logc":
+        scaled = np.asarray(power, np.float32) * np.float32(LOGC_GAIN)
+        return (np.log1p(scaled) * np.float32(1.0 / np.log(10.0))).astype(np.float32)
     db = 10.0 * np.log10(np.maximum(np.float32(params.amin), power))
     if params.top_db is not None:
         peak = db.max(axis=(1, 2), keepdims=True)
