@@ -52,7 +52,7 @@ def s3(monkeypatch):
 
 
 @pytest.mark.slow
-def test_featurize_reads_and_writes_s3(tmp_path, s3, gtzan_tree, make_bad_files):
+def test_featurize_reads_and_writes_s3(tmp_path, s3, gtzan_tree, make_bad_files, monkeypatch):
     root, files = gtzan_tree
     bad = make_bad_files(tmp_path / "extra")
     corrupt = next(p for p, reason in bad.items() if reason == "decode_error")
@@ -103,6 +103,25 @@ def test_featurize_reads_and_writes_s3(tmp_path, s3, gtzan_tree, make_bad_files)
         assert ex[spec.FEATURE_MEL].shape == (md.spectrogram.n_mels * md.spectrogram.n_frames,)
         n += 1
     assert n == 3 * 3
+
+    # a rerun killed while committing (the metadata.json upload fails), then one over the error
+    # threshold: readers keep seeing the first dataset, whole; the next good run cleans up
+    before = read_metadata(out)
+
+    def upload_fails(*args, **kwargs):
+        raise OSError("connection reset while uploading metadata.json")
+
+    rerun = ["--input", "s3://genreflow-test/corpus/**", "--output", out, "--format", "tfrecord", *params, *IN_PROCESS]
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="connection reset"):
+        patch.setattr(featurize, "write_metadata", upload_fails)  # not monkeypatch.undo(): the s3 fixture's env stays
+        featurize.run([*rerun, "--max-error-fraction", "0.5"])
+    assert featurize.main(rerun) == 1  # 1 of 7 failed, above the default 0.1
+    after = read_metadata(out)
+    assert after.to_dict() == before.to_dict()
+    assert all(s3.exists(p) for p in after.shard_paths("genreflow-test/tfr"))
+    featurize.run([*rerun, "--max-error-fraction", "0.5"])
+    listed = sorted(p.rsplit("/", 1)[-1] for p in s3.ls("genreflow-test/tfr", refresh=True))
+    assert listed == ["metadata.json", f"run_id={read_metadata(out).run_id}"]
 
 
 @pytest.mark.slow
