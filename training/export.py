@@ -26,6 +26,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from transforms.commit import join_uri
 from transforms.metadata import (
     METADATA_FILE,
     DatasetMetadata,
@@ -48,10 +49,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-def _join(root: str, name: str) -> str:
-    return f"{root.rstrip('/')}/{name}"
-
-
 def file_fingerprint(path: str) -> str:
     """First 16 hex digits of the SHA-256 of a file's bytes (local or any fsspec URL)."""
     return file_sha256(path)[:16]
@@ -59,7 +56,7 @@ def file_fingerprint(path: str) -> str:
 
 def data_fingerprint(data_dir: str) -> str:
     """Fingerprint of a featurized dataset: the hash of its ``metadata.json`` contents."""
-    return file_fingerprint(_join(data_dir, METADATA_FILE))
+    return file_fingerprint(join_uri(data_dir, METADATA_FILE))
 
 
 @dataclasses.dataclass
@@ -139,7 +136,7 @@ def load_model_dir(model_dir: str) -> LoadedModel:
     import keras
 
     card = read_model_card(model_dir)
-    path = _join(model_dir, card.model_file)
+    path = join_uri(model_dir, card.model_file)
     if card.model_sha256 and file_sha256(path) != card.model_sha256:
         raise ValueError(f"{path} does not match the SHA-256 in {model_dir}/model.json: corrupt or replaced")
     if "://" in path:

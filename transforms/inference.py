@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import fsspec
 import numpy as np
 
+from transforms.commit import join_uri
 from transforms.metadata import MODEL_CARD_FILE, ModelCard, read_model_card, write_model_card
 
 __all__ = [
@@ -71,13 +72,9 @@ class ModelDirError(ValueError):
     """A model dir that the label job cannot use (missing file, inconsistent ``model.json``)."""
 
 
-def _join(root: str, name: str) -> str:
-    return posixpath.join(root.rstrip("/"), name)
-
-
 def model_file_path(model_dir: str, card: ModelCard) -> str:
     """Path of the Keras file that ``card`` names inside ``model_dir``."""
-    return _join(model_dir, card.model_file)
+    return join_uri(model_dir, card.model_file)
 
 
 def file_sha256(path: str) -> str:
@@ -145,9 +142,9 @@ def write_model_dir(model_dir: str, *, model: Any, card: ModelCard) -> ModelCard
         model.save(local)
         sha = file_sha256(local)
         name = f"model-{sha[:16]}.keras"
-        target = _join(root, name)
+        target = join_uri(root, name)
         if _protocol(fs) in ("file", "local", "memory"):
-            partial = _join(root, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+            partial = join_uri(root, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
             fs.put_file(local, partial)
             fs.mv(partial, target)
         else:
@@ -166,7 +163,7 @@ def write_model_dir(model_dir: str, *, model: Any, card: ModelCard) -> ModelCard
         partial = base.startswith(".model-") and base.endswith(".tmp")  # left by a killed export
         if base not in keep and (orphan or partial):
             fs.rm(path)
-    logger.info("wrote %s (version %s, sha256 %s)", _join(model_dir, name), card.model_version, sha[:16])
+    logger.info("wrote %s (version %s, sha256 %s)", join_uri(model_dir, name), card.model_version, sha[:16])
     return card
 
 
@@ -179,7 +176,7 @@ def _read_card_or_explain(model_dir: str) -> ModelCard:
     fs, root = fsspec.core.url_to_fs(model_dir)
     if fs.exists(root) and not fs.isdir(root):
         raise ModelDirError(f"--model-dir {model_dir} is a file, not a model dir")
-    path = _join(model_dir, MODEL_CARD_FILE)
+    path = join_uri(model_dir, MODEL_CARD_FILE)
     try:
         with fsspec.open(path, "r") as f:
             data = json.load(f)

@@ -41,10 +41,6 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _join(root: str, name: str) -> str:
-    return join_uri(root, name)
-
-
 def _read_json(path: str) -> dict[str, Any]:
     with fsspec.open(path, "r") as f:
         return json.load(f)
@@ -114,7 +110,7 @@ class DatasetMetadata:
     def shard_paths(self, data_dir: str, split: str | None = None) -> list[str]:
         """Full paths (or URIs) of the shard files of ``split``, or of every split when ``None``."""
         splits = [split] if split is not None else self.splits()
-        return [_join(data_dir, name) for s in splits for name in self.shard_names(s)]
+        return [join_uri(data_dir, name) for s in splits for name in self.shard_names(s)]
 
     def to_dict(self) -> dict[str, Any]:
         from genreflow import __version__
@@ -157,7 +153,7 @@ class DatasetMetadata:
 
 def read_metadata(data_dir: str) -> DatasetMetadata:
     """Read ``DIR/metadata.json``; a missing file means the dataset is absent or unfinished."""
-    path = _join(data_dir, METADATA_FILE)
+    path = join_uri(data_dir, METADATA_FILE)
     try:
         data = _read_json(path)
     except FileNotFoundError:
@@ -170,7 +166,7 @@ def read_metadata(data_dir: str) -> DatasetMetadata:
 
 def write_metadata(data_dir: str, metadata: DatasetMetadata) -> str:
     """Write ``DIR/metadata.json`` atomically; returns its path."""
-    path = _join(data_dir, METADATA_FILE)
+    path = join_uri(data_dir, METADATA_FILE)
     write_json_atomic(path, metadata.to_dict())
     return path
 
@@ -255,7 +251,7 @@ class ModelCard:
 
 def read_model_card(model_dir: str) -> ModelCard:
     """Read ``DIR/model.json`` with a clear error when the directory is not a genreflow model."""
-    path = _join(model_dir, MODEL_CARD_FILE)
+    path = join_uri(model_dir, MODEL_CARD_FILE)
     try:
         data = _read_json(path)
     except FileNotFoundError:
@@ -268,6 +264,6 @@ def read_model_card(model_dir: str) -> ModelCard:
 
 def write_model_card(model_dir: str, card: ModelCard) -> str:
     """Write ``DIR/model.json`` atomically; returns its path."""
-    path = _join(model_dir, MODEL_CARD_FILE)
+    path = join_uri(model_dir, MODEL_CARD_FILE)
     write_json_atomic(path, card.to_dict())
     return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import posixpath
 import struct
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -17,6 +16,7 @@ import apache_beam as beam
 import fsspec
 import pyarrow.parquet as pq
 
+from transforms.commit import join_uri
 from transforms.deadletters import DeadLetter
 from transforms.sources import unit_hash
 from transforms.records import arrow_schema, encode_example, rows_to_table
@@ -59,11 +59,6 @@ PARQUET_ROWS_PER_GROUP = 64
 #: stores the bytes: float32 log-mels barely compress (level 1 saved 11% of the size and was the
 #: most expensive stage of featurize, 20-50 ms per 30 s clip; benchmarks/featurize_results.md).
 GZIP_LEVEL = 0
-
-
-def join_uri(root: str, *names: str) -> str:
-    """Join path parts onto a local path or a URI with ``/``."""
-    return posixpath.join(root.rstrip("/") or "/", *names)
 
 
 def shard_name(split: str, index: int, num_shards: int, *, fmt: str) -> str:
