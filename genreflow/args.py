@@ -21,6 +21,7 @@ __all__ = [
     "parse_args_strict",
     "unknown_option_message",
     "report_error",
+    "pipeline_failure",
     "PassthroughParserMixin",
     "UNCHECKED_EPILOG",
     "USAGE_ERROR",
@@ -126,6 +127,15 @@ def parse_args_strict(
     if unknown:
         parser.error(unknown_option_message(unknown[0], _option_strings(parser, passthrough)))
     return args, (rest + unchecked if passthrough is not None else [])
+
+
+def pipeline_failure(error: BaseException) -> str:
+    """One line for a job whose pipeline failed: ``the pipeline failed, nothing committed: Type: last line``.
+
+    Runner exceptions carry whole worker tracebacks; their last line names the cause.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"the pipeline failed, nothing committed: {type(error).__name__}: {lines[-1] if lines else ''}"
 
 
 def report_error(prog: str, error: BaseException | str, *, status: int = USAGE_ERROR) -> int:

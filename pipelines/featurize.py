@@ -33,7 +33,7 @@ import apache_beam as beam
 import fsspec
 from apache_beam.options.pipeline_options import StandardOptions
 
-from genreflow.args import report_error
+from genreflow.args import pipeline_failure, report_error
 from pipelines.options import (
     add_limit_args,
     add_spectrogram_args,
@@ -696,6 +696,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(e, "result", None) is not None:
             print(format_summary(e.result))  # type: ignore[attr-defined]
         return report_error("genreflow featurize", e, status=1)
+    except Exception as e:  # the pipeline (or the commit write) failed: nothing was committed
+        logger.error("the featurize pipeline failed", exc_info=True)
+        return report_error("genreflow featurize", pipeline_failure(e), status=1)
     print(format_summary(result))
     return 0
 

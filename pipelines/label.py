@@ -51,6 +51,7 @@ import numpy as np
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 
+from genreflow.args import pipeline_failure, report_error
 from pipelines.options import (add_limit_args, check_job_args, is_dry_run, limits_from_args, needs_in_process,
                                parse_job_args, pipeline_options)
 from transforms import label_store
@@ -935,18 +936,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         job = prepare(argv)
     except (FileNotFoundError, ValueError) as e:  # ModelDirError, ParameterMismatchError are ValueErrors
-        print(f"genreflow label: error: {e}", file=sys.stderr)
-        return 2
+        return report_error("genreflow label", e)
     try:
         record = launch(job)
     except LabelRunError as e:
-        print(f"genreflow label: error: {e}", file=sys.stderr)
-        return 1
+        return report_error("genreflow label", e, status=1)
     except Exception as e:  # the pipeline failed: nothing was committed
         logger.error("the label pipeline failed", exc_info=True)
-        print(f"genreflow label: error: the pipeline failed, nothing committed: {type(e).__name__}: "
-              f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}", file=sys.stderr)
-        return 1
+        return report_error("genreflow label", pipeline_failure(e), status=1)
     if record["status"] == "dry_run":
         print(f"run_date={record['run_date']} model {record['model_version']}: dry run, nothing written")
         return 0

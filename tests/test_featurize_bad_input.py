@@ -165,3 +165,19 @@ def test_read_limits_bound_file_size_and_decoded_duration(tmp_path, write_audio)
     assert isinstance(letter, DeadLetter)
     assert (letter.reason, letter.stage) == ("too_large", "read")
     assert "1000" in letter.message
+
+
+@pytest.mark.slow
+def test_a_failing_pipeline_is_one_line_and_exit_1(tmp_path, make_gtzan_tree, monkeypatch, capsys):
+    make_gtzan_tree(tmp_path / "c", genres=("a",), per_genre=1, seconds=1.0)
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(featurize, "open_shard_writer", disk_full)
+    status = featurize.main(["--input", str(tmp_path / "c"), "--output", str(tmp_path / "out"),
+                             "--segment-seconds", "1", *IN_PROCESS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert err[-1].startswith("genreflow featurize: error: the pipeline failed, nothing committed: ")
+    assert "OSError: No space left on device" in err[-1] and not os.path.exists(tmp_path / "out" / "metadata.json")
