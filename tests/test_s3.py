@@ -160,3 +160,16 @@ def test_label_reads_and_writes_s3(tmp_path, s3):
     assert label_store.read_commit(label_store.partition_dir(out, "2026-01-02"))["run_id"] == again["run_id"]
     with s3.open(f"genreflow-test/labels/run_date=2026-01-01/{first['files']['dead_letters'][0]}", "r") as f:
         assert '"uri": "s3://genreflow-test/catalog/drone/corrupt.wav"' in f.read()
+
+
+def test_deletes_on_s3_take_a_bracketed_output_literally(s3):
+    from transforms import commit
+
+    keep, old = "20261201T000000Z-00000001", "20261201T000000Z-00000002"
+    for out in ("out1", "out[12]"):
+        for run_id in (keep, old):
+            s3.pipe(f"genreflow-test/{out}/run_id={run_id}/sub/shard", b"x")
+    assert commit.remove_other_runs("s3://genreflow-test/out[12]", keep=[keep]) == [old]
+    s3.invalidate_cache()
+    assert commit.run_folders("s3://genreflow-test/out[12]") == [keep]
+    assert commit.run_folders("s3://genreflow-test/out1") == [keep, old]  # a glob of out[12] matches out1

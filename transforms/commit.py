@@ -30,8 +30,10 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import posixpath
 import re
+import shutil
 import uuid
 from typing import Any, Iterable
 
@@ -55,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 RUN_PREFIX = "run_id="
 SUMMARY_FILE = "_summary.json"
+_WILDCARD = re.compile(r"[*?\[]")
 _RUN_NAME = re.compile(r"^run_id=(\d{8}T\d{6}Z-[0-9a-f]{8})$")
 
 
@@ -125,11 +128,35 @@ def run_folders(output: str) -> list[str]:
 
 
 def remove_path(uri: str) -> bool:
-    """Delete one file or folder tree (no wildcards); False, with a warning, when that fails."""
+    """Delete one file or folder tree, the path taken literally; False, with a warning, when that fails.
+
+    fsspec's ``rm`` expands wildcards, so a path holding ``[``, ``*`` or ``?`` (an output called
+    ``out[12]``) is removed file by file from a listing instead, never matched as a pattern.
+    """
     try:
         fs, path = fsspec.core.url_to_fs(uri)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+        if not _WILDCARD.search(path):
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+        elif protocol_of(uri) == "file":
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+        elif fs.exists(path):
+            if not fs.isdir(path):
+                fs.rm_file(path)
+            else:
+                entries = fs.find(path, withdirs=True, detail=True)  # a listing: no pattern matching
+                for name, info in entries.items():
+                    if info.get("type") != "directory":
+                        fs.rm_file(name)
+                folders = [n for n, i in entries.items() if i.get("type") == "directory"] + [path]
+                for name in sorted(folders, key=len, reverse=True):  # stores with real folders (memory://)
+                    try:
+                        fs.rmdir(name)
+                    except (OSError, NotImplementedError):
+                        pass
         return True
     except Exception as e:  # cleanup is best effort: a leftover run folder is never read
         logger.warning("could not remove %s: %s", uri, e)

@@ -1,0 +1,55 @@
+"""The commit protocol's plain pieces: run folders, atomic JSON, and deletes that never glob a path."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import fsspec
+import pytest
+
+from transforms import commit
+
+
+@pytest.fixture(params=["local", "memory"])
+def base(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path)
+    return f"memory://commit-{uuid.uuid4().hex}"
+
+
+def _touch(uri: str) -> None:
+    with fsspec.open(uri, "wb") as f:
+        f.write(b"x")
+
+
+def test_deletes_take_a_bracketed_output_literally(base):
+    fs, _ = fsspec.core.url_to_fs(base)
+    keep_id, old_id = "20261201T000000Z-00000001", "20261201T000000Z-00000002"
+    for out in ("out1", "out2", "out[12]"):
+        for run_id in (keep_id, old_id):
+            _touch(commit.join_uri(commit.run_folder(commit.join_uri(base, out), run_id), "sub", "shard"))
+    weird = commit.join_uri(base, "out[12]")
+    assert commit.run_folders(weird) == [keep_id, old_id]
+    assert commit.remove_other_runs(weird, keep=[keep_id]) == [old_id]
+    assert commit.run_folders(weird) == [keep_id]
+    for out in ("out1", "out2"):  # a glob of out[12] would have matched these
+        assert commit.run_folders(commit.join_uri(base, out)) == [keep_id, old_id]
+        assert fs.exists(fsspec.core.url_to_fs(commit.join_uri(base, out, f"run_id={old_id}", "sub", "shard"))[1])
+
+
+def test_write_json_atomic_replaces_whole_and_leaves_no_temporary(base):
+    path = commit.join_uri(base, "d", "record.json")
+    commit.write_json_atomic(path, {"a": 1})
+    commit.write_json_atomic(path, {"a": 2, "b": [1, 2]})
+    assert commit.read_json(path) == {"a": 2, "b": [1, 2]}
+    fs, folder = fsspec.core.url_to_fs(commit.join_uri(base, "d"))
+    assert [os.path.basename(p) for p in fs.ls(folder, detail=False)] == ["record.json"]
+
+
+def test_run_ids_sort_by_start_time():
+    import datetime
+
+    early = commit.new_run_id(datetime.datetime(2026, 12, 1, 2, 0, tzinfo=datetime.timezone.utc))
+    late = commit.new_run_id(datetime.datetime(2026, 12, 1, 2, 1, tzinfo=datetime.timezone.utc))
+    assert early < late and early.startswith("20261201T020000Z-") and len(early) == 25
