@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any, Iterable, Iterator, Sequence
@@ -46,8 +47,8 @@ from pipelines.options import (
     pipeline_options,
 )
 from transforms import commit
-from transforms.beam_audio import DEAD_LETTERS, ReadLimits, featurize_or_dead_letter
-from transforms.deadletters import DeadLetter
+from transforms.beam_audio import ReadLimits, featurize_or_dead_letter
+from transforms.deadletters import DEAD_LETTERS, DeadLetter
 from transforms.metadata import METADATA_FILE, DatasetMetadata, read_metadata, write_metadata
 from transforms.records import make_rows
 from transforms.shards import (
@@ -533,8 +534,6 @@ _LEGACY_SHARD = "|".join(f"{s}-\\d{{5}}-of-\\d{{5}}" for s in SPLITS)
 def remove_legacy_outputs(output: str) -> None:
     """Remove files of runs made before run folders: ``_staging-*`` folders of killed runs, and
     shards and ``errors/`` directly in the output folder (listed and matched by name, no glob)."""
-    import re
-
     fs, root = fsspec.core.url_to_fs(output)
     suffixes = "|".join(re.escape(s) for s in SHARD_SUFFIX.values())
     shard = re.compile(f"^(?:{_LEGACY_SHARD})(?:{suffixes})$")

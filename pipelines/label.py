@@ -66,7 +66,7 @@ from transforms.commit import (
     run_folder,
     write_json_atomic,
 )
-from transforms.deadletters import DeadLetter
+from transforms.deadletters import DEAD_LETTERS, DeadLetter
 from transforms.inference import (
     aggregate_track,
     keyed_model_handler,
@@ -108,7 +108,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SKIPPED = "skipped"
-DEAD_LETTERS = "dead_letters"
 DEFAULT_MIN_BATCH_SIZE = 32
 DEFAULT_MAX_ERROR_FRACTION = 0.1
 #: Label rows per part file when ``--num-shards`` is 0 (about 20-60 MB of Parquet with embeddings).

@@ -19,7 +19,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 
 from transforms.audio import AUDIO_EXTENSIONS, AudioError, load_mono, segment_batches, segment_starts
-from transforms.deadletters import DeadLetter, dead_letter_from_error
+from transforms.deadletters import DEAD_LETTERS, DeadLetter, dead_letter_from_error
 from transforms.sources import TrackRef
 from transforms.spec import SpectrogramParams
 from transforms.spectrogram import MelFilter, log_mel, mel_filter
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 #: Output tags of :class:`AudioToLogMel`.
 FEATURES = "features"
-DEAD_LETTERS = "dead_letters"
 #: Namespace of every Beam metric genreflow reports.
 METRICS_NAMESPACE = "genreflow"
 #: Segments whose spectra are computed at once (bounds the STFT intermediates of a long track).

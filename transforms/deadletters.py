@@ -12,8 +12,10 @@ from typing import Any
 
 from transforms.audio import AudioError
 
-__all__ = ["DeadLetter", "dead_letter_from_error", "INTERNAL_ERROR"]
+__all__ = ["DeadLetter", "dead_letter_from_error", "INTERNAL_ERROR", "DEAD_LETTERS"]
 
+#: Output tag of every transform that turns failed inputs into dead letters (audio, inputs, label).
+DEAD_LETTERS = "dead_letters"
 #: Reason for an exception that is not an :class:`~transforms.audio.AudioError` (a bug or an
 #: environment problem); the message carries the exception type and text.
 INTERNAL_ERROR = "internal_error"

@@ -40,7 +40,6 @@ __all__ = [
     "ParquetShardWriter",
     "open_shard_writer",
     "write_dead_letters",
-    "read_dead_letters",
     "dead_letter_name",
     "auto_shards",
     "GroupIntoShards",
@@ -196,12 +195,6 @@ def write_dead_letters(uri: str, letters: Iterable[DeadLetter]) -> int:
         for letter in ordered:
             f.write(letter.to_json() + "\n")
     return len(ordered)
-
-
-def read_dead_letters(uri: str) -> list[DeadLetter]:
-    """The dead letters of one file written by :func:`write_dead_letters`."""
-    with fsspec.open(uri, "r", encoding="utf-8") as f:
-        return [DeadLetter.from_json(line) for line in f if line.strip()]
 
 
 def auto_shards(count: int, *, per_shard: int, minimum: int = 0) -> int:

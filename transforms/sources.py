@@ -49,7 +49,7 @@ import apache_beam as beam
 import fsspec
 
 from transforms.commit import protocol_of
-from transforms.deadletters import DeadLetter
+from transforms.deadletters import DEAD_LETTERS, DeadLetter
 from transforms.spec import SPLITS
 
 __all__ = [
@@ -83,8 +83,6 @@ logger = logging.getLogger(__name__)
 
 _MAGIC = re.compile(r"[*?\[]")
 _BRACES = re.compile(r"\{([^{}]*,[^{}]*)\}")
-#: Output tag of dead letters (bad manifest rows, unreadable folders, duplicate track ids).
-DEAD_LETTERS = "dead_letters"
 #: Dead-letter reason for a second input with an id (or manifest uri) that is already taken.
 DUPLICATE = "duplicate_track_id"
 
