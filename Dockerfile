@@ -4,7 +4,8 @@
 #   docker push REGION-docker.pkg.dev/PROJECT/REPO/genreflow:VERSION
 #
 # As an SDK container: --sdk_container_image=IMAGE (Beam's boot entrypoint starts the worker).
-# As a Flex Template: gcloud dataflow flex-template build ... --image IMAGE (see docs/scale_out.md);
+# As a Flex Template: gcloud dataflow flex-template build ... --image IMAGE
+#   (see docs/running-at-scale.md#flex-template-and-a-nightly-schedule);
 # the launcher runs dataflow/label_main.py, which launches pipelines.label.
 # Not built in this repository's CI: its machines have no Docker engine.
 
