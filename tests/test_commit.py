@@ -8,7 +8,7 @@ import uuid
 import fsspec
 import pytest
 
-from transforms import commit
+from transforms import commit, storage
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -28,22 +28,22 @@ def test_deletes_take_a_bracketed_output_literally(base):
     keep_id, old_id = "20261201T000000Z-00000001", "20261201T000000Z-00000002"
     for out in ("out1", "out2", "out[12]"):
         for run_id in (keep_id, old_id):
-            _touch(commit.join_uri(commit.run_folder(commit.join_uri(base, out), run_id), "sub", "shard"))
-    weird = commit.join_uri(base, "out[12]")
+            _touch(storage.join_uri(commit.run_folder(storage.join_uri(base, out), run_id), "sub", "shard"))
+    weird = storage.join_uri(base, "out[12]")
     assert commit.run_folders(weird) == [keep_id, old_id]
     assert commit.remove_other_runs(weird, keep=[keep_id]) == [old_id]
     assert commit.run_folders(weird) == [keep_id]
     for out in ("out1", "out2"):  # a glob of out[12] would have matched these
-        assert commit.run_folders(commit.join_uri(base, out)) == [keep_id, old_id]
-        assert fs.exists(fsspec.core.url_to_fs(commit.join_uri(base, out, f"run_id={old_id}", "sub", "shard"))[1])
+        assert commit.run_folders(storage.join_uri(base, out)) == [keep_id, old_id]
+        assert fs.exists(fsspec.core.url_to_fs(storage.join_uri(base, out, f"run_id={old_id}", "sub", "shard"))[1])
 
 
 def test_write_json_atomic_replaces_whole_and_leaves_no_temporary(base):
-    path = commit.join_uri(base, "d", "record.json")
-    commit.write_json_atomic(path, {"a": 1})
-    commit.write_json_atomic(path, {"a": 2, "b": [1, 2]})
-    assert commit.read_json(path) == {"a": 2, "b": [1, 2]}
-    fs, folder = fsspec.core.url_to_fs(commit.join_uri(base, "d"))
+    path = storage.join_uri(base, "d", "record.json")
+    storage.write_json_atomic(path, {"a": 1})
+    storage.write_json_atomic(path, {"a": 2, "b": [1, 2]})
+    assert storage.read_json(path) == {"a": 2, "b": [1, 2]}
+    fs, folder = fsspec.core.url_to_fs(storage.join_uri(base, "d"))
     assert [os.path.basename(p) for p in fs.ls(folder, detail=False)] == ["record.json"]
 
 

@@ -390,7 +390,7 @@ def test_featurize_track_reads_any_fsspec_uri_and_fails_with_reasons(tmp_path, w
         feats = featurize_track(TrackRef(uri=source, track_id="rock/a.flac", label="rock"), params=params)
         assert feats.mels.shape == (3, *params.mel_shape) and feats.mels.dtype == np.float32
         assert feats.starts == [0, 22050, 44100]
-        assert abs(feats.duration_seconds - 2.6) < 1e-3 and len(feats.fingerprint) == 16
+        assert abs(feats.duration_seconds - 2.6) < 1e-3 and len(feats.content_hash) == 16
     with pytest.raises(AudioError) as err:
         featurize_track(TrackRef(uri=str(tmp_path / "missing.wav"), track_id="x"), params=params)
     assert (err.value.reason, err.value.stage) == ("read_error", "read")

@@ -1,8 +1,8 @@
 """The model dir is written atomically and verified before any work (issue 12, items 5 and 9).
 
-Exports go through :func:`transforms.inference.write_model_dir` (the trainer's writer, which
+Exports go through :func:`transforms.model_dir.write_model_dir` (the trainer's writer, which
 tests/tinymodel.py uses too); the label job checks a model dir with
-:func:`transforms.inference.load_model_card` before it reads any audio.
+:func:`transforms.model_dir.load_model_card` before it reads any audio.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from tinymodel import save_model_dir, tiny_cnn
-from transforms import inference
-from transforms.inference import ModelDirError, load_model_card, model_digest, write_model_dir
+from transforms import model_dir
+from transforms.model_dir import ModelDirError, load_model_card, model_digest, write_model_dir
 from transforms.metadata import ModelCard, read_model_card, write_model_card
 from transforms.spec import SpectrogramParams
 
@@ -91,7 +91,7 @@ def test_a_killed_export_leaves_the_previous_model_dir_usable(tmp_path, model, m
     def die(*args, **kwargs):
         raise KeyboardInterrupt("killed before model.json")
 
-    monkeypatch.setattr(inference, "write_model_card", die)
+    monkeypatch.setattr(model_dir, "write_model_card", die)
     with pytest.raises(KeyboardInterrupt):
         write_model_dir(str(tmp_path), model=model, card=_card())
     monkeypatch.undo()

@@ -221,7 +221,7 @@ def write_evaluation(out_dir: str, metrics: dict[str, Any], *, labels: Sequence[
     ``out_dir`` is a local directory.  File names: ``{prefix}confusion_{segment|track}.{json,png}``.
     """
     from training import plots
-    from transforms.metadata import write_json_atomic
+    from transforms.storage import write_json_atomic
 
     os.makedirs(out_dir, exist_ok=True)
     written = {}
@@ -246,10 +246,11 @@ def evaluate_model_dir(
         When the data's spectrogram parameters (or labels) do not match the model's.
     """
     from training import export
-    from transforms.metadata import read_metadata
+    from transforms.metadata import dataset_version, read_metadata
+    from transforms.model_dir import load_model_dir
 
     metadata = read_metadata(data_dir)
-    loaded = loaded or export.load_model_dir(model_dir)
+    loaded = loaded or load_model_dir(model_dir)
     to_model = export.check_data_compatible(loaded.card, metadata)
     pred = predict_split(loaded.model, data_dir, metadata=metadata, split=split, batch_size=batch_size)
     if len(pred["probs"]) == 0:
@@ -260,7 +261,7 @@ def evaluate_model_dir(
     metrics.update(
         split=split,
         data=data_dir,
-        data_fingerprint=export.data_fingerprint(data_dir),
+        data_fingerprint=dataset_version(data_dir),
         model_version=loaded.card.model_version,
     )
     return metrics
@@ -297,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse options, evaluate, write the files; returns the metrics dict."""
-    from transforms.metadata import write_json_atomic
+    from transforms.storage import write_json_atomic
 
     from genreflow.args import parse_args_strict
 

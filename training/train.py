@@ -360,14 +360,15 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
 
     from training import data, evaluate, export, plots
     from training.model import EMBEDDING_LAYER
-    from transforms.metadata import read_metadata, write_json_atomic
+    from transforms.metadata import read_metadata
+    from transforms.storage import write_json_atomic
 
     start = time.time()
     problems = config_problems(cfg)
     if problems:
         raise ValueError("; ".join(problems))
     metadata = read_metadata(cfg.data)
-    fingerprint = export.data_fingerprint(cfg.data)
+    fingerprint = export.dataset_version(cfg.data)
     check_resume(cfg, data_fingerprint=fingerprint)
     params = metadata.spectrogram
     n_classes = len(metadata.labels)

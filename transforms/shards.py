@@ -16,7 +16,7 @@ import apache_beam as beam
 import fsspec
 import pyarrow.parquet as pq
 
-from transforms.commit import join_uri
+from transforms.storage import join_uri
 from transforms.deadletters import DeadLetter
 from transforms.sources import unit_hash
 from transforms.records import arrow_schema, encode_example, rows_to_table
@@ -34,7 +34,6 @@ __all__ = [
     "SHARD_SUFFIX",
     "ERRORS_DIR",
     "shard_name",
-    "join_uri",
     "masked_crc32c",
     "TFRecordShardWriter",
     "ParquetShardWriter",
@@ -44,7 +43,6 @@ __all__ = [
     "auto_shards",
     "GroupIntoShards",
     "WriteDeadLetters",
-    "remove_quietly",
 ]
 
 logger = logging.getLogger(__name__)
@@ -294,12 +292,3 @@ class WriteDeadLetters(beam.PTransform):
             | "WriteLetters" >> beam.Map(_write_dead_letter_shard, self._folder)
         )
 
-
-def remove_quietly(uri: str) -> None:
-    """Delete a file or folder tree if it exists; failures are logged, not raised (cleanup only)."""
-    try:
-        fs, path = fsspec.core.url_to_fs(uri)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-    except Exception as e:  # cleanup is best effort; a staging name says what it is
-        logger.warning("could not remove %s: %s", uri, e)
