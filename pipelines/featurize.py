@@ -57,6 +57,7 @@ from transforms.shards import (
     SHARD_SUFFIX,
     GroupIntoShards,
     WriteDeadLetters,
+    is_dead_letter_file,
     open_shard_writer,
     shard_name,
 )
@@ -548,7 +549,7 @@ def remove_legacy_outputs(output: str) -> None:
             storage.remove_path(storage.join_uri(output, name))
         elif is_dir and name == ERRORS_DIR:
             inside = [p.rsplit("/", 1)[-1] for p in fs.ls(entry["name"], detail=False)]
-            if all(n.startswith("dead_letters-") and n.endswith(".jsonl") for n in inside):
+            if all(is_dead_letter_file(n) for n in inside):
                 storage.remove_path(storage.join_uri(output, name))
 
 
@@ -587,7 +588,7 @@ def _metadata(job: FeaturizeJob, summary: dict[str, Any], extra: dict[str, Any])
         extra=extra,
         run_id=job.run_id,
         num_shards={s: summary["num_shards"][s] for s in SPLITS if summary["num_shards"].get(s)},
-        dead_letters=[f"{folder}/{name}" for name in summary["dead_letter_files"]],
+        dead_letters=[storage.join_uri(folder, name) for name in summary["dead_letter_files"]],
     )
 
 

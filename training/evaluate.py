@@ -19,7 +19,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -318,23 +318,19 @@ def metrics_labels(metrics: dict[str, Any]) -> list[str]:
     return list(metrics["track"]["per_class"])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: prints a short summary; exit code 2 on mismatched parameters."""
-    from genreflow.args import report_error
-    from transforms.spec import ParameterMismatchError
-
-    try:
-        m = run(argv)
-    except (ParameterMismatchError, FileNotFoundError, ValueError) as e:
-        return report_error("genreflow evaluate", e)
+def _report(m: dict[str, Any]) -> Iterator[str]:
     for level in ("segment", "track"):
         r = m[level]
-        print(
-            f"{level:8s} n={r['n']:6d} accuracy={r['accuracy']:.3f} "
-            f"balanced_accuracy={r['balanced_accuracy']:.3f} macro_f1={r['macro_f1']:.3f}"
-        )
-    print(f"wrote {m['output']}/metrics.json")
-    return 0
+        yield (f"{level:8s} n={r['n']:6d} accuracy={r['accuracy']:.3f} "
+               f"balanced_accuracy={r['balanced_accuracy']:.3f} macro_f1={r['macro_f1']:.3f}")
+    yield f"wrote {m['output']}/metrics.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: prints a short summary; exit code 2 on mismatched parameters (a ValueError)."""
+    from genreflow.args import run_command
+
+    return run_command("genreflow evaluate", run, argv, report=_report)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ __all__ = [
     "open_shard_writer",
     "write_dead_letters",
     "dead_letter_name",
+    "is_dead_letter_file",
     "auto_shards",
     "GroupIntoShards",
     "WriteDeadLetters",
@@ -181,9 +182,17 @@ def open_shard_writer(uri: str, *, fmt: str, params: SpectrogramParams) -> TFRec
 DEAD_LETTERS_PER_FILE = 100_000
 
 
+_DEAD_LETTER_PREFIX, _DEAD_LETTER_SUFFIX = "dead_letters-", ".jsonl"
+
+
 def dead_letter_name(index: int, num_shards: int) -> str:
     """``dead_letters-00000-of-00001.jsonl``."""
-    return f"dead_letters-{index:05d}-of-{num_shards:05d}.jsonl"
+    return f"{_DEAD_LETTER_PREFIX}{index:05d}-of-{num_shards:05d}{_DEAD_LETTER_SUFFIX}"
+
+
+def is_dead_letter_file(name: str) -> bool:
+    """Whether a file name is one that :func:`dead_letter_name` (or an earlier version) gave."""
+    return name.startswith(_DEAD_LETTER_PREFIX) and name.endswith(_DEAD_LETTER_SUFFIX)
 
 
 def write_dead_letters(uri: str, letters: Iterable[DeadLetter]) -> int:
