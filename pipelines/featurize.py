@@ -218,7 +218,7 @@ class FeaturizeJob:
 
 
 def _absolute(uri: str) -> str:
-    return uri if "://" in uri else os.path.abspath(uri)
+    return uri if storage.split_protocol(uri)[0] else os.path.abspath(uri)
 
 
 def _parse(argv: Sequence[str] | None) -> FeaturizeJob:
@@ -496,7 +496,7 @@ class FeaturizeShards(beam.PTransform):
             written.items,
             counted,
             dead | "TagDead" >> beam.Map(lambda d: ("dead", d)),
-            dead_files | "TagFiles" >> beam.Map(lambda f: ("dead_file", f"{ERRORS_DIR}/{f['file']}")),
+            dead_files | "TagFiles" >> beam.Map(lambda f: ("dead_file", storage.join_uri(ERRORS_DIR, f["file"]))),
         )
         return (
             items

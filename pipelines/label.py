@@ -465,7 +465,7 @@ class LabelTracks(beam.PTransform):
     ----------
     model_dir : str
     card : ModelCard
-        From :func:`transforms.inference.load_model_card`.
+        From :func:`transforms.model_dir.load_model_card`.
     output_dir : str
         Where earlier partitions are (for ``skip_labeled``).
     run_date : str
@@ -742,7 +742,7 @@ def prepare(argv: Sequence[str] | None = None) -> LabelJob:
     ------
     SystemExit
         On bad options (argparse, exit status 2).
-    FileNotFoundError, transforms.inference.ModelDirError, transforms.spec.ParameterMismatchError,
+    FileNotFoundError, transforms.model_dir.ModelDirError, transforms.spec.ParameterMismatchError,
     ValueError
         For a model dir without ``model.json`` or with an unusable one, ``--features`` data whose
         spectrogram parameters differ from the model's, a bad run date, a pattern whose base folder

@@ -50,7 +50,7 @@ import fsspec
 
 from transforms.deadletters import DEAD_LETTERS, DeadLetter
 from transforms.spec import SPLITS
-from transforms.storage import join_uri, listed_uri
+from transforms.storage import join_uri, listed_uri, split_protocol
 
 __all__ = [
     "TrackRef",
@@ -168,7 +168,7 @@ def pattern_base(pattern: str) -> str:
     ``/data/gtzan/**/*.wav`` -> ``/data/gtzan``; ``s3://b/x/*/*.mp3`` -> ``s3://b/x``.  For a
     pattern without wildcards, the pattern itself (a file or a folder).
     """
-    scheme, rest = (pattern.split("://", 1) + [""])[:2] if "://" in pattern else ("", pattern)
+    scheme, rest = split_protocol(pattern)
     lead, comps = _split_path(rest)
     fixed = []
     for c in comps:
@@ -327,7 +327,7 @@ def _walk(fs: fsspec.AbstractFileSystem, top: str, *, maxdepth: int | None):
 
 
 def _label_of(uri: str) -> str:
-    path = uri.split("://", 1)[1] if "://" in uri else uri
+    path = split_protocol(uri)[1]
     parts = [c for c in path.split("/") if c]
     return parts[-2] if len(parts) >= 2 else ""
 
@@ -474,7 +474,7 @@ def manifest_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 
 def _resolve(uri: str, base: str) -> str:
-    if "://" in uri or uri.startswith("/"):
+    if split_protocol(uri)[0] or uri.startswith("/"):
         return uri
     return join_uri(base, uri) if base else uri
 

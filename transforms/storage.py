@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import fsspec
 
-__all__ = ["join_uri", "protocol_of", "is_local", "listed_uri", "read_json", "write_json_atomic", "remove_path",
+__all__ = ["join_uri", "split_protocol", "protocol_of", "is_local", "listed_uri", "read_json", "write_json_atomic", "remove_path",
            "file_sha256", "local_copy"]
 
 logger = logging.getLogger(__name__)
@@ -34,12 +34,18 @@ def join_uri(root: str, *names: str) -> str:
     return posixpath.join(root.rstrip("/") or "/", *names)
 
 
+def split_protocol(uri: str) -> tuple[str, str]:
+    """``("s3", "bucket/key")`` for ``s3://bucket/key``; ``("", path)`` for a plain path."""
+    if "://" not in uri:
+        return "", uri
+    scheme, path = uri.split("://", 1)
+    return scheme, path
+
+
 def protocol_of(uri: str) -> str:
     """``"file"`` for plain paths and ``file://``, else the URI scheme (``s3``, ``gs``, ``memory``)."""
-    if "://" not in uri:
-        return "file"
-    scheme = uri.split("://", 1)[0].lower()
-    return "file" if scheme in ("file", "local") else scheme
+    scheme = split_protocol(uri)[0].lower()
+    return "file" if scheme in ("", "file", "local") else scheme
 
 
 def is_local(uri: str) -> bool:
