@@ -69,8 +69,7 @@ def make_model_dir(model_dir: str, *, arch: str):
     ``musicnn-mtt``) the ``train --backbone`` model (pretrained musicnn + an untrained head) with
     the ``musicnn`` preset, saved as a model dir."""
     from training.model import EMBEDDING_LAYER, build_model, make_normalizer
-    from transforms.model_dir import write_model_dir
-    from transforms.metadata import ModelCard
+    from transforms.model_dir import new_model_card, write_model_dir
     from transforms.spec import PRESETS, SpectrogramParams
 
     rng = np.random.default_rng(0)
@@ -87,8 +86,7 @@ def make_model_dir(model_dir: str, *, arch: str):
         norm = make_normalizer()
         norm.adapt(rng.normal(-30, 15, (8,) + params.mel_shape).astype(np.float32))
         model = build_model(input_shape=params.mel_shape, n_classes=len(GENRES), arch=arch, normalizer=norm)
-    card = ModelCard(model_file="", model_version="", labels=list(GENRES), spectrogram=params,
-                     input_shape=list(params.mel_shape), embedding_layer=EMBEDDING_LAYER)
+    card = new_model_card(labels=GENRES, spectrogram=params, embedding_layer=EMBEDDING_LAYER)
     card = write_model_dir(model_dir, model=model, card=card)
     return card, model.count_params()
 

@@ -16,7 +16,7 @@ import pytest
 
 from tinymodel import save_model_dir, tiny_cnn
 from transforms import model_dir
-from transforms.model_dir import ModelDirError, load_model_card, model_digest, write_model_dir
+from transforms.model_dir import ModelDirError, load_model_card, model_digest, new_model_card, write_model_dir
 from transforms.metadata import ModelCard, read_model_card, write_model_card
 from transforms.spec import SpectrogramParams
 
@@ -38,8 +38,7 @@ def model():
 
 
 def _card() -> ModelCard:
-    return ModelCard(model_file="", model_version="", labels=LABELS, spectrogram=PARAMS,
-                     input_shape=list(PARAMS.mel_shape), embedding_layer="embedding")
+    return new_model_card(labels=LABELS, spectrogram=PARAMS, embedding_layer="embedding")
 
 
 # Item 5: atomic, content-addressed, verified, stable version ---------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from transforms.metadata import DatasetMetadata, ModelCard, dataset_version
-from transforms.model_dir import LoadedModel, embedding_output, load_model_dir, write_model_dir
+from transforms.model_dir import LoadedModel, embedding_output, load_model_dir, new_model_card, write_model_dir
 from transforms.spec import ParameterMismatchError
 
 __all__ = [
@@ -67,12 +67,9 @@ def save_model_dir(
     ModelCard
         What was written to ``model.json``.
     """
-    card = ModelCard(
-        model_file="",
-        model_version="",
-        labels=list(metadata.labels),
+    card = new_model_card(
+        labels=metadata.labels,
         spectrogram=metadata.spectrogram,
-        input_shape=list(metadata.spectrogram.mel_shape),
         embedding_layer=embedding_layer,
         data_fingerprint=dataset_version(data_dir),
         metrics=dict(metrics or {}),

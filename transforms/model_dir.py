@@ -44,6 +44,7 @@ __all__ = [
     "LoadedModel",
     "model_file_path",
     "model_digest",
+    "new_model_card",
     "write_model_dir",
     "load_model_card",
     "check_model",
@@ -78,6 +79,19 @@ class LoadedModel:
 def model_file_path(model_dir: str, card: ModelCard) -> str:
     """Path of the Keras file that ``card`` names inside ``model_dir``."""
     return join_uri(model_dir, card.model_file)
+
+
+def new_model_card(
+    *, labels: Sequence[str], spectrogram: Any, embedding_layer: str | None = None, **fields: Any
+) -> ModelCard:
+    """The card of a model about to be exported with :func:`write_model_dir`.
+
+    ``input_shape`` is the spectrogram's ``(n_mels, n_frames)``; ``model_file``, ``model_version``
+    and ``model_sha256`` are left empty for :func:`write_model_dir` to set.  ``fields`` are other
+    :class:`ModelCard` fields (``data_fingerprint``, ``metrics``, ``extra``).
+    """
+    return ModelCard(model_file="", model_version="", labels=list(labels), spectrogram=spectrogram,
+                     input_shape=list(spectrogram.mel_shape), embedding_layer=embedding_layer, **fields)
 
 
 def model_digest(model: Any, *, labels: Sequence[str], spectrogram: Any) -> str:
