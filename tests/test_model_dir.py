@@ -206,3 +206,13 @@ def test_model_dir_on_an_object_store_path(model):
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/genreflow-tests/model-dir", detail=False))
     assert names == sorted([card.model_file, "model.json"])
     fs.rm("/genreflow-tests", recursive=True)
+
+
+def test_the_label_job_reads_model_dirs_without_importing_training():
+    """The label job (and what it reads model dirs and shards with) never imports ``training``."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipelines.label, transforms.model_dir, transforms.inference, transforms.shard_reader; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'training'); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -10,7 +10,8 @@ The metric functions are plain numpy (no TensorFlow), tested against hand comput
 ``genreflow evaluate --data DIR --model-dir DIR [--split test]`` scores an existing model dir on any
 featurized data whose spectrogram parameters match the model's (otherwise
 :class:`transforms.spec.ParameterMismatchError`), writing ``metrics.json``, confusion matrices (JSON
-and PNG) to ``--output`` (default ``MODEL_DIR/evaluation-<split>-<data fingerprint>``).
+and PNG) to ``--output`` (default ``MODEL_DIR/evaluation-<split>-<dataset version>``, the version being
+:func:`transforms.metadata.dataset_version` of the data, recorded as ``data_fingerprint``).
 """
 
 from __future__ import annotations
@@ -290,7 +291,8 @@ def _parser() -> argparse.ArgumentParser:
         "--output",
         default=None,
         help="local directory for metrics.json and confusion matrices "
-        "(default MODEL_DIR/evaluation-SPLIT-FINGERPRINT)",
+        "(default MODEL_DIR/evaluation-SPLIT-VERSION, VERSION identifying the data: 16 hex digits of the "
+        "SHA-256 of its metadata.json)",
     )
     p.add_argument("--batch-size", type=int, default=256, help="segments per forward pass")
     return p
