@@ -56,8 +56,8 @@ def is_local(uri: str) -> bool:
 def listed_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
     """The URI of a path an fsspec listing returned: as listed on the local disk, else with its
     protocol put back (``bucket/a.wav`` -> ``s3://bucket/a.wav``)."""
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return path if protocol in ("file", "local") else fs.unstrip_protocol(path)
+    uri = fs.unstrip_protocol(path)
+    return path if is_local(uri) else uri
 
 
 def read_json(uri: str) -> Any:
