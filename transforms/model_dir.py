@@ -37,6 +37,7 @@ import fsspec
 import numpy as np
 
 from transforms.metadata import MODEL_CARD_FILE, ModelCard, read_model_card, write_model_card
+from transforms.spec import SpectrogramParams
 from transforms.storage import file_sha256, join_uri, local_copy, protocol_of, read_json
 
 __all__ = [
@@ -82,7 +83,7 @@ def model_file_path(model_dir: str, card: ModelCard) -> str:
 
 
 def new_model_card(
-    *, labels: Sequence[str], spectrogram: Any, embedding_layer: str | None = None, **fields: Any
+    *, labels: Sequence[str], spectrogram: SpectrogramParams, embedding_layer: str | None = None, **fields: Any
 ) -> ModelCard:
     """The card of a model about to be exported with :func:`write_model_dir`.
 
@@ -94,7 +95,7 @@ def new_model_card(
                      input_shape=list(spectrogram.mel_shape), embedding_layer=embedding_layer, **fields)
 
 
-def model_digest(model: Any, *, labels: Sequence[str], spectrogram: Any) -> str:
+def model_digest(model: Any, *, labels: Sequence[str], spectrogram: SpectrogramParams) -> str:
     """SHA-256 of what a model computes: its Keras config, every weight (name, dtype, shape, bytes),
     the labels and the spectrogram parameters.  Unlike the hash of a ``.keras`` zip, which embeds
     the save date, it is the same each time identical weights are exported."""
