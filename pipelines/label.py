@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-labeled", "--skip_labeled", dest="skip_labeled", action=argparse.BooleanOptionalAction,
                    default=True,
                    help="skip tracks that an earlier partition labeled with the same model version and the same "
-                        "file version (its listing version: ETag/generation or size and mtime) (default on; --no-skip-labeled relabels everything)")
+                        "file version (its listing version: ETag/generation, or size and mtime) "
+                        "(default on; --no-skip-labeled relabels everything)")
     p.add_argument("--top-k", "--top_k", type=int, default=3, help="genres in the top_k column (default 3)")
     p.add_argument("--embeddings", action="store_true",
                    help="add the per-track mean of the model's embedding layer (model.json embedding_layer)")

@@ -21,8 +21,8 @@ from typing import Any, Iterator
 
 import fsspec
 
-__all__ = ["join_uri", "split_protocol", "protocol_of", "is_local", "listed_uri", "read_json", "write_json_atomic", "remove_path",
-           "file_sha256", "local_copy"]
+__all__ = ["join_uri", "split_protocol", "protocol_of", "is_local", "listed_uri", "read_json",
+           "write_json_atomic", "remove_path", "file_sha256", "local_copy"]
 
 logger = logging.getLogger(__name__)
 
