@@ -69,8 +69,7 @@ def make_model_dir(model_dir: str, *, arch: str):
     ``musicnn-mtt``) the ``train --backbone`` model (pretrained musicnn + an untrained head) with
     the ``musicnn`` preset, saved as a model dir."""
     from training.model import EMBEDDING_LAYER, build_model, make_normalizer
-    from transforms.inference import write_model_dir
-    from transforms.metadata import ModelCard
+    from transforms.model_dir import new_model_card, write_model_dir
     from transforms.spec import PRESETS, SpectrogramParams
 
     rng = np.random.default_rng(0)
@@ -87,8 +86,7 @@ def make_model_dir(model_dir: str, *, arch: str):
         norm = make_normalizer()
         norm.adapt(rng.normal(-30, 15, (8,) + params.mel_shape).astype(np.float32))
         model = build_model(input_shape=params.mel_shape, n_classes=len(GENRES), arch=arch, normalizer=norm)
-    card = ModelCard(model_file="", model_version="", labels=list(GENRES), spectrogram=params,
-                     input_shape=list(params.mel_shape), embedding_layer=EMBEDDING_LAYER)
+    card = new_model_card(labels=GENRES, spectrogram=params, embedding_layer=EMBEDDING_LAYER)
     card = write_model_dir(model_dir, model=model, card=card)
     return card, model.count_params()
 
@@ -101,7 +99,8 @@ def plain_loop(pattern: str, *, model_dir: str, out: str, batch: int | None) -> 
     from pipelines.label import label_row
     from transforms import label_store
     from transforms.beam_audio import featurize_track
-    from transforms.inference import PROBABILITIES, load_model_card, load_segment_model, model_file_path
+    from transforms.inference import PROBABILITIES, load_segment_model
+    from transforms.model_dir import load_model_card, model_file_path
     from transforms.sources import TrackRef, refs_from_pattern
     from transforms.spectrogram import mel_filter
 
@@ -126,7 +125,7 @@ def plain_loop(pattern: str, *, model_dir: str, out: str, batch: int | None) -> 
             preds = [(j, {PROBABILITIES: probs[i + j]}) for j in range(n)]
             i += n
             rows.append(label_row(track_id=f.ref.track_id, uri=f.ref.uri, fingerprint=f.ref.listing,
-                                  content_hash=f.fingerprint, duration_seconds=f.duration_seconds,
+                                  content_hash=f.content_hash, duration_seconds=f.duration_seconds,
                                   predictions=preds, card=card, labeled_at=at, top_k=3))
         times["aggregate+write"] += time.perf_counter() - t
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from typing import Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 __all__ = [
     "parse_args_strict",
     "unknown_option_message",
     "report_error",
+    "run_command",
     "pipeline_failure",
     "PassthroughParserMixin",
     "UNCHECKED_EPILOG",
@@ -163,3 +164,41 @@ def report_error(prog: str, error: BaseException | str, *, status: int = USAGE_E
     message = "; ".join(lines) or (type(error).__name__ if isinstance(error, BaseException) else "failed")
     print(f"{prog}: error: {message}", file=sys.stderr)
     return status
+
+
+def run_command(
+    prog: str,
+    run: Callable[[Sequence[str] | None], Any],
+    argv: Sequence[str] | None,
+    *,
+    report: Callable[[Any], Iterable[str]],
+    refused: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError),
+) -> int:
+    """The ``main`` of a command that is not a Beam job: run it, print its short report, return 0.
+
+    Parameters
+    ----------
+    prog : str
+        The command, ``genreflow train``.
+    run : callable
+        ``run(argv)``: parses the options and does the work; returns what ``report`` needs.
+    argv : sequence of str, optional
+        Command-line arguments (``None``: ``sys.argv[1:]``).
+    report : callable
+        ``report(result)`` yields the lines printed on stdout when the command succeeds.
+    refused : tuple of exception types
+        Errors that mean unusable input (a missing dataset, mismatched parameters): one line on
+        stderr (:func:`report_error`) and exit status 2 instead of a traceback.
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
+    try:
+        result = run(argv)
+    except refused as e:
+        return report_error(prog, e)
+    for line in report(result):
+        print(line)
+    return 0

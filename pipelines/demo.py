@@ -269,7 +269,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from pipelines import featurize, label
     from training import train
     from transforms import label_store
-    from transforms.metadata import read_metadata, read_model_card, write_json_atomic
+    from transforms.metadata import read_metadata, read_model_card
+    from transforms.storage import write_json_atomic
 
     started = time.perf_counter()
     root = os.path.abspath(cfg.output)

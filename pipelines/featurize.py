@@ -46,7 +46,7 @@ from pipelines.options import (
     parse_job_args,
     pipeline_options,
 )
-from transforms import commit
+from transforms import commit, storage
 from transforms.beam_audio import ReadLimits, featurize_or_dead_letter
 from transforms.deadletters import DEAD_LETTERS, DeadLetter
 from transforms.metadata import METADATA_FILE, DatasetMetadata, read_metadata, write_metadata
@@ -57,6 +57,7 @@ from transforms.shards import (
     SHARD_SUFFIX,
     GroupIntoShards,
     WriteDeadLetters,
+    is_dead_letter_file,
     open_shard_writer,
     shard_name,
 )
@@ -217,7 +218,7 @@ class FeaturizeJob:
 
 
 def _absolute(uri: str) -> str:
-    return uri if "://" in uri else os.path.abspath(uri)
+    return uri if storage.split_protocol(uri)[0] else os.path.abspath(uri)
 
 
 def _parse(argv: Sequence[str] | None) -> FeaturizeJob:
@@ -395,7 +396,7 @@ class _WriteShardDoFn(beam.DoFn):
 
     def process(self, shard: tuple[tuple[str, int, int], list[TrackRef]], labels: list[str]) -> Iterator:
         (split, index, n), refs = shard
-        uri = commit.join_uri(self._run_dir, shard_name(split, index, n, fmt=self._fmt))
+        uri = storage.join_uri(self._run_dir, shard_name(split, index, n, fmt=self._fmt))
         for item in write_shard(sorted(refs, key=lambda r: r.track_id), uri=uri, fmt=self._fmt,
                                 params=self._params, labels=labels, mel=self._mel, limits=self._limits,
                                 fixed_vocabulary=self._fixed):
@@ -426,7 +427,7 @@ def _vocabulary(labels: Iterable[str]) -> list[str]:
 
 
 def _write_summary(summary: dict[str, Any], labels: list[str], *, path: str) -> str:
-    commit.write_json_atomic(path, {**summary, "labels": labels})
+    storage.write_json_atomic(path, {**summary, "labels": labels})
     return path
 
 
@@ -484,7 +485,7 @@ class FeaturizeShards(beam.PTransform):
             ).with_outputs(DEAD_LETTERS, main="items")
         )
         dead = (early_dead, written[DEAD_LETTERS]) | "AllDeadLetters" >> beam.Flatten()
-        dead_files = dead | "WriteDeadLetters" >> WriteDeadLetters(commit.join_uri(self._run_dir, ERRORS_DIR))
+        dead_files = dead | "WriteDeadLetters" >> WriteDeadLetters(storage.join_uri(self._run_dir, ERRORS_DIR))
         counted = (
             (refs | "CountTracks" >> beam.combiners.Count.Globally(),
              early_dead | "CountEarly" >> beam.combiners.Count.Globally())
@@ -495,14 +496,14 @@ class FeaturizeShards(beam.PTransform):
             written.items,
             counted,
             dead | "TagDead" >> beam.Map(lambda d: ("dead", d)),
-            dead_files | "TagFiles" >> beam.Map(lambda f: ("dead_file", f"{ERRORS_DIR}/{f['file']}")),
+            dead_files | "TagFiles" >> beam.Map(lambda f: ("dead_file", storage.join_uri(ERRORS_DIR, f["file"]))),
         )
         return (
             items
             | "AllItems" >> beam.Flatten()
             | "Summarize" >> beam.CombineGlobally(_SummaryFn())
             | "WriteSummary" >> beam.Map(_write_summary, beam.pvalue.AsSingleton(vocab),
-                                         path=commit.join_uri(self._run_dir, commit.SUMMARY_FILE))
+                                         path=storage.join_uri(self._run_dir, commit.SUMMARY_FILE))
         )
 
 
@@ -545,16 +546,16 @@ def remove_legacy_outputs(output: str) -> None:
         name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
         is_dir = entry.get("type") == "directory"
         if (is_dir and name.startswith("_staging-")) or (not is_dir and shard.match(name)):
-            commit.remove_path(commit.join_uri(output, name))
+            storage.remove_path(storage.join_uri(output, name))
         elif is_dir and name == ERRORS_DIR:
             inside = [p.rsplit("/", 1)[-1] for p in fs.ls(entry["name"], detail=False)]
-            if all(n.startswith("dead_letters-") and n.endswith(".jsonl") for n in inside):
-                commit.remove_path(commit.join_uri(output, name))
+            if all(is_dead_letter_file(n) for n in inside):
+                storage.remove_path(storage.join_uri(output, name))
 
 
 def _check_summary(job: FeaturizeJob, summary: dict[str, Any]) -> None:
     inputs, done, failed = summary["inputs"], summary["featurized"], summary["failed"]
-    where = commit.join_uri(job.run_dir, ERRORS_DIR)
+    where = storage.join_uri(job.run_dir, ERRORS_DIR)
     if inputs == 0:
         raise TooManyFailuresError("no input: the patterns or manifest matched no file; nothing committed")
     if done + failed != inputs:
@@ -587,7 +588,7 @@ def _metadata(job: FeaturizeJob, summary: dict[str, Any], extra: dict[str, Any])
         extra=extra,
         run_id=job.run_id,
         num_shards={s: summary["num_shards"][s] for s in SPLITS if summary["num_shards"].get(s)},
-        dead_letters=[f"{folder}/{name}" for name in summary["dead_letter_files"]],
+        dead_letters=[storage.join_uri(folder, name) for name in summary["dead_letter_files"]],
     )
 
 
@@ -609,7 +610,7 @@ def launch(job: FeaturizeJob) -> FeaturizeResult:
         return FeaturizeResult(job.output, None, time.time() - started, runner, job.max_error_fraction)
     if state not in ("DONE", beam.runners.runner.PipelineState.DONE):
         raise RuntimeError(f"pipeline ended in state {state}; nothing committed")
-    summary = commit.read_json(commit.join_uri(job.run_dir, commit.SUMMARY_FILE))
+    summary = storage.read_json(storage.join_uri(job.run_dir, commit.SUMMARY_FILE))
     metadata = _metadata(job, summary, {
         "inputs": job.patterns,
         "manifest": job.manifest or "",
@@ -680,10 +681,10 @@ def format_summary(result: FeaturizeResult) -> str:
         lines.append(f"warning: no track of these labels was featurized: {', '.join(empty)}")
     if md.failures:
         reasons = ", ".join(f"{reason} {n}" for reason, n in md.failures.items())
-        where = commit.join_uri(result.output, commit.RUN_PREFIX + md.run_id, ERRORS_DIR)
+        where = storage.join_uri(result.output, commit.RUN_PREFIX + md.run_id, ERRORS_DIR)
         lines.append(f"failures: {reasons}  (details: {where}/)")
     lines.append(f"{result.elapsed_seconds:.1f} s on {result.runner}; "
-                 f"metadata: {commit.join_uri(result.output, METADATA_FILE)}")
+                 f"metadata: {storage.join_uri(result.output, METADATA_FILE)}")
     return "\n".join(lines)
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import hashlib
 import json
 import logging
 import sys
@@ -46,7 +45,6 @@ import time
 from typing import Any, Iterable, Iterator, Sequence
 
 import apache_beam as beam
-import fsspec
 import numpy as np
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
@@ -55,27 +53,16 @@ from genreflow.args import pipeline_failure, report_error
 from pipelines.options import (add_limit_args, check_job_args, is_dry_run, limits_from_args, needs_in_process,
                                parse_job_args, pipeline_options)
 from transforms import label_store
-from transforms.beam_audio import AudioToLogMel, ReadLimits, TrackFeatures
-from transforms.commit import (
-    RUN_PREFIX,
-    SUMMARY_FILE,
-    join_uri,
-    new_run_id,
-    read_json,
-    remove_other_runs,
-    run_folder,
-    write_json_atomic,
-)
+from transforms.beam_audio import AudioToLogMel, ReadLimits, TrackFeatures, content_hash
+from transforms.commit import RUN_PREFIX, SUMMARY_FILE, new_run_id, remove_other_runs, run_folder
 from transforms.deadletters import DEAD_LETTERS, DeadLetter
-from transforms.inference import (
-    aggregate_track,
-    keyed_model_handler,
-    load_model_card,
-    stack_segment_predictions,
-)
+from transforms.inference import aggregate_track, keyed_model_handler, stack_segment_predictions
 from transforms.metadata import ModelCard, read_metadata, utc_now
+from transforms.model_dir import load_model_card
+from transforms.shard_reader import dataset_shards, read_segment_rows
 from transforms.shards import GroupIntoShards, WriteDeadLetters
 from transforms.sources import ReadTrackRefs, TrackRef, check_manifest_header, check_patterns, in_sample
+from transforms.storage import join_uri, read_json, write_json_atomic
 from transforms.spec import (
     FEATURE_LABEL,
     FEATURE_MEL,
@@ -90,7 +77,6 @@ __all__ = [
     "label_row",
     "split_labeled",
     "shard_tracks",
-    "feature_files",
     "SkipLabeled",
     "ReadFeatureTracks",
     "WriteLabelRows",
@@ -149,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-labeled", "--skip_labeled", dest="skip_labeled", action=argparse.BooleanOptionalAction,
                    default=True,
                    help="skip tracks that an earlier partition labeled with the same model version and the same "
-                        "file version (listing fingerprint) (default on; --no-skip-labeled relabels everything)")
+                        "file version (its listing version: ETag/generation, or size and mtime) "
+                        "(default on; --no-skip-labeled relabels everything)")
     p.add_argument("--top-k", "--top_k", type=int, default=3, help="genres in the top_k column (default 3)")
     p.add_argument("--embeddings", action="store_true",
                    help="add the per-track mean of the model's embedding layer (model.json embedding_layer)")
@@ -275,7 +262,7 @@ def _track_info(features: TrackFeatures) -> tuple[str, dict[str, Any]]:
         "fingerprint": features.ref.listing,
         "n_segments": int(len(features.mels)),
         "duration_seconds": float(features.duration_seconds),
-        "content_hash": features.fingerprint,
+        "content_hash": features.content_hash,
     }
 
 
@@ -327,36 +314,9 @@ class _AssembleFn(beam.DoFn):
 
 
 # Reading featurize shards ------------------------------------------------------------------------
-def feature_files(features_dir: str) -> Iterator[tuple[str, str]]:
-    """``(shard URI, format)`` of every shard a featurize output's ``metadata.json`` lists."""
-    md = read_metadata(features_dir)
-    for path in md.shard_paths(features_dir):
-        yield path, md.format
-
-
-def _segment_rows(path: str, *, fmt: str) -> Iterator[dict[str, Any]]:
-    """Segment rows of one featurize shard, in file order, streaming."""
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from transforms.records import table_to_rows
-
-        with fsspec.open(path, "rb") as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=256):
-                yield from table_to_rows(pa.Table.from_batches([batch]))
-    else:
-        import tensorflow as tf
-
-        from transforms.records import decode_example
-
-        for record in tf.data.TFRecordDataset(path, compression_type="GZIP"):
-            yield decode_example(record.numpy())
-
-
 def _features_of(rows: list[dict[str, Any]], *, sample_rate: int, segment_seconds: float) -> TrackFeatures:
     mels = np.stack([np.asarray(r[FEATURE_MEL], np.float32) for r in rows])
-    content = hashlib.blake2b(mels.tobytes(), digest_size=8).hexdigest()
+    content = content_hash(mels.tobytes())
     first = rows[0]
     return TrackFeatures(
         ref=TrackRef(uri=first[FEATURE_URI], track_id=first[FEATURE_TRACK_ID], label=first.get(FEATURE_LABEL, ""),
@@ -364,7 +324,7 @@ def _features_of(rows: list[dict[str, Any]], *, sample_rate: int, segment_second
         mels=mels,
         starts=[int(round(r[FEATURE_START_SECONDS] * sample_rate)) for r in rows],
         duration_seconds=rows[-1][FEATURE_START_SECONDS] + segment_seconds,
-        fingerprint=content,
+        content_hash=content,
     )
 
 
@@ -421,7 +381,7 @@ def shard_tracks(
 def _read_shard(item: tuple[str, str], *, sample_rate: int, segment_seconds: float) -> Iterator:
     path, fmt = item
     try:
-        for out in shard_tracks(_segment_rows(path, fmt=fmt), shard=path, sample_rate=sample_rate,
+        for out in shard_tracks(read_segment_rows(path, fmt=fmt), shard=path, sample_rate=sample_rate,
                                 segment_seconds=segment_seconds):
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, out) if isinstance(out, DeadLetter) else out
     except (OSError, ValueError, KeyError) as e:  # a missing or unreadable shard: its tracks are unknown
@@ -448,7 +408,7 @@ class ReadFeatureTracks(beam.PTransform):
         read = (
             pbegin
             | "FeaturesDir" >> beam.Create([self._dir])
-            | "ShardFiles" >> beam.FlatMap(feature_files)
+            | "ShardFiles" >> beam.FlatMap(dataset_shards)
             | "SpreadShards" >> beam.Reshuffle()
             | "ReadShards" >> beam.FlatMap(_read_shard, sample_rate=self._sr, segment_seconds=self._seg)
             .with_outputs(DEAD_LETTERS, main="tracks")
@@ -506,7 +466,7 @@ class LabelTracks(beam.PTransform):
     ----------
     model_dir : str
     card : ModelCard
-        From :func:`transforms.inference.load_model_card`.
+        From :func:`transforms.model_dir.load_model_card`.
     output_dir : str
         Where earlier partitions are (for ``skip_labeled``).
     run_date : str
@@ -783,7 +743,7 @@ def prepare(argv: Sequence[str] | None = None) -> LabelJob:
     ------
     SystemExit
         On bad options (argparse, exit status 2).
-    FileNotFoundError, transforms.inference.ModelDirError, transforms.spec.ParameterMismatchError,
+    FileNotFoundError, transforms.model_dir.ModelDirError, transforms.spec.ParameterMismatchError,
     ValueError
         For a model dir without ``model.json`` or with an unusable one, ``--features`` data whose
         spectrogram parameters differ from the model's, a bad run date, a pattern whose base folder

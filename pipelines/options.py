@@ -37,6 +37,7 @@ from genreflow.args import PassthroughParserMixin, parse_args_strict
 
 from transforms.beam_audio import ReadLimits
 from transforms.spec import PRESETS, SpectrogramParams
+from transforms.storage import protocol_of
 
 __all__ = [
     "add_spectrogram_args",
@@ -200,7 +201,7 @@ def _is_file(uri: str) -> bool:
     Object stores are not asked: without credentials (a Dataflow ``--dry_run``) gcsfs retries for
     about a minute before failing, and a key named like a folder is no clash there.
     """
-    if "://" in uri and not uri.startswith(("file://", "memory://")):
+    if protocol_of(uri) not in ("file", "memory"):
         return False
     try:
         fs, path = fsspec.core.url_to_fs(uri)
@@ -249,7 +250,7 @@ def _drop_option(args: Sequence[str], name: str) -> list[str]:
 
 def needs_in_process(uris: Sequence[str]) -> bool:
     """True when any of ``uris`` is on ``memory://``, which only the launcher process can see."""
-    return any(u.startswith("memory://") for u in uris)
+    return any(protocol_of(u) == "memory" for u in uris)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ import soundfile as sf
 
 from genreflow.args import report_error
 from pipelines.synth_styles import STYLE_NAMES, STYLES, render_clip
-from transforms.metadata import utc_now, write_json_atomic
+from transforms.metadata import utc_now
+from transforms.storage import write_json_atomic
 
 __all__ = [
     "FORMATS",

@@ -187,22 +187,12 @@ def run_job(module: str, argv: list[str], *, timeout: float = JOB_TIMEOUT_S,
 def featurize_rows(output: str) -> dict[tuple[str, int], dict[str, Any]]:
     """Every segment row of a featurize output, keyed by ``(track_id, segment_index)``.
 
-    Reads the shards listed in ``metadata.json`` with pyarrow (Parquet) or protobuf (TFRecord), so
-    the check does not go through the job's own reader.
+    Reads the shards listed in ``metadata.json`` with :func:`transforms.shard_reader.read_dataset_rows`
+    (pyarrow for Parquet, tf.data and protobuf for TFRecord), not with the writers under test.
     """
-    from transforms.records import decode_example, table_to_rows
+    from transforms.shard_reader import read_dataset_rows
 
-    md = read_metadata(output)
-    rows: list[dict[str, Any]] = []
-    for path in md.shard_paths(output):
-        if md.format == "parquet":
-            import pyarrow.parquet as pq
-
-            rows += table_to_rows(pq.read_table(path))
-        else:
-            import tensorflow as tf
-
-            rows += [decode_example(r.numpy()) for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
+    rows = list(read_dataset_rows(output))
     keyed = {(r[FEATURE_TRACK_ID], int(r[FEATURE_SEGMENT_INDEX])): r for r in rows}
     assert len(keyed) == len(rows), "duplicate (track_id, segment_index) rows"
     return keyed

@@ -16,7 +16,7 @@ from transforms import spec
 from transforms.deadletters import DeadLetter
 from transforms.metadata import read_metadata
 from transforms.records import make_rows, table_to_rows, tf_feature_description
-from transforms.shards import TFRecordShardWriter, open_shard_writer
+from transforms.shards import TFRecordShardWriter, dead_letter_name, open_shard_writer
 from transforms.sources import TrackRef
 from transforms.spec import SpectrogramParams
 
@@ -304,6 +304,8 @@ def test_failed_runs_commit_nothing_and_the_next_run_cleans_up(tmp_path, gtzan_t
     killed.mkdir()
     (killed / "train-00000-of-00009.parquet").write_bytes(b"partial")
     (tmp_path / "out" / "_staging-20200101T000000-deadbeef").mkdir()  # a killed run of an older version
+    (tmp_path / "out" / "errors").mkdir()  # an older version's dead letters, directly in the output
+    (tmp_path / "out" / "errors" / dead_letter_name(0, 1)).write_text("")
     write_audio(tmp_path / "fresh" / "rock" / "x.wav", seconds=2.0)
     featurize.run(["--input", str(tmp_path / "fresh"), "--output", out, *SHORT, *IN_PROCESS])
     assert only_the_committed_run(out)
@@ -390,7 +392,7 @@ def test_featurize_track_reads_any_fsspec_uri_and_fails_with_reasons(tmp_path, w
         feats = featurize_track(TrackRef(uri=source, track_id="rock/a.flac", label="rock"), params=params)
         assert feats.mels.shape == (3, *params.mel_shape) and feats.mels.dtype == np.float32
         assert feats.starts == [0, 22050, 44100]
-        assert abs(feats.duration_seconds - 2.6) < 1e-3 and len(feats.fingerprint) == 16
+        assert abs(feats.duration_seconds - 2.6) < 1e-3 and len(feats.content_hash) == 16
     with pytest.raises(AudioError) as err:
         featurize_track(TrackRef(uri=str(tmp_path / "missing.wav"), track_id="x"), params=params)
     assert (err.value.reason, err.value.stage) == ("read_error", "read")

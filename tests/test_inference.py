@@ -18,15 +18,12 @@ from transforms.inference import (
     EMBEDDING,
     PROBABILITIES,
     GenreModelHandler,
-    ModelDirError,
     aggregate_track,
-    load_model_card,
     load_segment_model,
-    model_file_path,
     stack_segment_predictions,
     top_k,
-    write_model_dir,
 )
+from transforms.model_dir import ModelDirError, load_model_card, model_file_path, write_model_dir
 from transforms.metadata import ModelCard, read_model_card, write_model_card
 from transforms.spec import SpectrogramParams
 

@@ -437,7 +437,7 @@ def test_shard_tracks_streams_one_track_at_a_time_and_rejects_broken_order():
     assert [o.ref.track_id for o in out] == ["a", "b", "c"]
     for o in out:
         np.testing.assert_array_equal(o.mels, mels[o.ref.track_id])
-        assert o.ref.listing == label.CONTENT_FINGERPRINT + o.fingerprint
+        assert o.ref.listing == label.CONTENT_FINGERPRINT + o.content_hash
     assert out[1].starts == [0, 4000, 8000] and out[1].duration_seconds == pytest.approx(1.5)
     # b's segments split by a's: the piece that comes back is a dead letter; c without segment 0 is one too
     broken = rows[2:3] + rows[0:2] + rows[3:5] + [dict(rows[5], segment_index=1)]

@@ -18,10 +18,10 @@ from transforms.metadata import (
     read_metadata,
     read_model_card,
     utc_now,
-    write_json_atomic,
     write_metadata,
     write_model_card,
 )
+from transforms.storage import write_json_atomic
 from transforms.spec import SpectrogramParams, schema_to_json
 
 PARAMS = SpectrogramParams(n_mels=64, fmax=8000.0)
@@ -85,7 +85,7 @@ def test_dataset_metadata_round_trip(root):
     back = read_metadata(root)
     assert back.genreflow_version == __version__  # filled in on write
     assert dataclasses.replace(back, genreflow_version="") == md
-    assert back.spectrogram.fingerprint() == PARAMS.fingerprint()
+    assert back.spectrogram.digest() == PARAMS.digest()
     assert listing(root) == [METADATA_FILE]  # no temporary file left behind
 
     with fsspec.open(path, "r") as f:

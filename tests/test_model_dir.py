@@ -1,8 +1,8 @@
 """The model dir is written atomically and verified before any work (issue 12, items 5 and 9).
 
-Exports go through :func:`transforms.inference.write_model_dir` (the trainer's writer, which
+Exports go through :func:`transforms.model_dir.write_model_dir` (the trainer's writer, which
 tests/tinymodel.py uses too); the label job checks a model dir with
-:func:`transforms.inference.load_model_card` before it reads any audio.
+:func:`transforms.model_dir.load_model_card` before it reads any audio.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from tinymodel import save_model_dir, tiny_cnn
-from transforms import inference
-from transforms.inference import ModelDirError, load_model_card, model_digest, write_model_dir
+from transforms import model_dir
+from transforms.model_dir import ModelDirError, load_model_card, model_digest, new_model_card, write_model_dir
 from transforms.metadata import ModelCard, read_model_card, write_model_card
 from transforms.spec import SpectrogramParams
 
@@ -38,8 +38,7 @@ def model():
 
 
 def _card() -> ModelCard:
-    return ModelCard(model_file="", model_version="", labels=LABELS, spectrogram=PARAMS,
-                     input_shape=list(PARAMS.mel_shape), embedding_layer="embedding")
+    return new_model_card(labels=LABELS, spectrogram=PARAMS, embedding_layer="embedding")
 
 
 # Item 5: atomic, content-addressed, verified, stable version ---------------------------------------
@@ -91,7 +90,7 @@ def test_a_killed_export_leaves_the_previous_model_dir_usable(tmp_path, model, m
     def die(*args, **kwargs):
         raise KeyboardInterrupt("killed before model.json")
 
-    monkeypatch.setattr(inference, "write_model_card", die)
+    monkeypatch.setattr(model_dir, "write_model_card", die)
     with pytest.raises(KeyboardInterrupt):
         write_model_dir(str(tmp_path), model=model, card=_card())
     monkeypatch.undo()
@@ -207,3 +206,13 @@ def test_model_dir_on_an_object_store_path(model):
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/genreflow-tests/model-dir", detail=False))
     assert names == sorted([card.model_file, "model.json"])
     fs.rm("/genreflow-tests", recursive=True)
+
+
+def test_the_label_job_reads_model_dirs_without_importing_training():
+    """The label job (and what it reads model dirs and shards with) never imports ``training``."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipelines.label, transforms.model_dir, transforms.inference, transforms.shard_reader; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'training'); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

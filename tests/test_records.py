@@ -266,3 +266,31 @@ def test_empty_table_has_the_schema(tmp_path):
     assert table.num_rows == 0 and table.schema.equals(arrow_schema(PARAMS))
     pq.write_table(table, tmp_path / "empty.parquet", compression="zstd")
     assert table_to_rows(pq.read_table(tmp_path / "empty.parquet")) == []
+
+
+@pytest.mark.parametrize("fmt", ["tfrecord", "parquet"])
+def test_shard_reader_gives_back_the_rows_the_shard_writers_wrote(tmp_path, fmt):
+    """transforms.shard_reader reads what transforms.shards writes, in order, in both formats; one
+    Parquet batch is a pyarrow RecordBatch of the asked columns (checked against pyarrow's reader)."""
+    from transforms.shard_reader import parquet_batches, read_segment_rows
+    from transforms.shards import PARQUET_ROWS_PER_GROUP, open_shard_writer, shard_name
+
+    _, rows_a = sample_rows(3)
+    n_many = PARQUET_ROWS_PER_GROUP + 5  # more than one row group
+    _, rows_b = sample_rows(n_many, track_id="jazz/b.wav", label="jazz")
+    path = str(tmp_path / shard_name("train", 0, 1, fmt=fmt))
+    writer = open_shard_writer(path, fmt=fmt, params=PARAMS)
+    writer.write(rows_a + rows_b)
+    writer.close()
+    back = list(read_segment_rows(path, fmt=fmt))
+    assert len(back) == 3 + n_many
+    for a, b in zip(rows_a + rows_b, back):
+        assert_rows_equal(a, b)
+    if fmt == "parquet":
+        batches = list(parquet_batches(path, batch_size=10, columns=[spec.FEATURE_TRACK_ID]))
+        assert [b.num_rows for b in batches][:2] == [10, 10] and sum(b.num_rows for b in batches) == len(back)
+        assert [b.schema.names for b in batches][0] == [spec.FEATURE_TRACK_ID]
+        ids = [t for b in batches for t in b.column(0).to_pylist()]
+        assert ids == pq.read_table(path, columns=[spec.FEATURE_TRACK_ID]).column(0).to_pylist()
+    with pytest.raises(ValueError, match="unknown shard format 'csv'"):
+        list(read_segment_rows(path, fmt="csv"))

@@ -1,4 +1,4 @@
-"""Inputs: glob rules, manifests, track ids, labels, splits and listing fingerprints (plain functions),
+"""Inputs: glob rules, manifests, track ids, labels, splits and listing versions (plain functions),
 and ReadTrackRefs, the transform that reads them inside the pipeline."""
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def test_groups_stay_together_and_manifest_split_wins():
     assert out[-1].split == "test"
 
 
-def test_listing_fingerprint_changes_with_content(tmp_path):
+def test_listing_version_changes_with_content(tmp_path):
     p = tmp_path / "a.wav"
     p.write_bytes(b"1234")
     before = next(match_pattern(str(p))).listing

@@ -1,4 +1,4 @@
-"""SpectrogramParams and the feature schema: serialisation, fingerprints, validation, sizes."""
+"""SpectrogramParams and the feature schema: serialisation, digests, validation, sizes."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_dict_round_trip_through_json(params):
     data = json.loads(json.dumps(params.to_dict()))
     back = SpectrogramParams.from_dict(data)
     assert back == params
-    assert back.fingerprint() == params.fingerprint()
+    assert back.digest() == params.digest()
     assert set(data) == {f.name for f in dataclasses.fields(SpectrogramParams)}
 
 
@@ -45,21 +45,21 @@ def test_from_dict_rejects_unknown_keys():
         SpectrogramParams.from_dict(data)
 
 
-def test_fingerprint_same_in_a_fresh_process():
+def test_digest_same_in_a_fresh_process():
     code = (
         "from transforms.spec import SpectrogramParams as P;"
-        "print(P().fingerprint(), P(n_mels=64, fmax=8000.0).fingerprint())"
+        "print(P().digest(), P(n_mels=64, fmax=8000.0).digest())"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
     ).stdout.split()
     assert out == [
-        SpectrogramParams().fingerprint(),
-        SpectrogramParams(n_mels=64, fmax=8000.0).fingerprint(),
+        SpectrogramParams().digest(),
+        SpectrogramParams(n_mels=64, fmax=8000.0).digest(),
     ]
 
 
-def test_fingerprint_distinguishes_every_field():
+def test_digest_distinguishes_every_field():
     base = SpectrogramParams()
     changed = {
         "sample_rate": 16000,
@@ -76,19 +76,19 @@ def test_fingerprint_distinguishes_every_field():
         "min_tail_fraction": 0.75,
     }
     assert set(changed) == {f.name for f in dataclasses.fields(SpectrogramParams)}
-    prints = {base.fingerprint()}
+    prints = {base.digest()}
     for name, value in changed.items():
-        prints.add(dataclasses.replace(base, **{name: value}).fingerprint())
+        prints.add(dataclasses.replace(base, **{name: value}).digest())
     assert len(prints) == len(changed) + 1
 
 
-def test_equal_params_given_as_int_or_float_have_one_fingerprint():
+def test_equal_params_given_as_int_or_float_have_one_digest():
     a = SpectrogramParams()
     b = SpectrogramParams(fmin=0, segment_seconds=3, top_db=80, n_mels=np.int64(128))
     assert a == b
     assert a.to_dict() == b.to_dict()
     assert json.dumps(a.to_dict()) == json.dumps(b.to_dict())
-    assert a.fingerprint() == b.fingerprint()
+    assert a.digest() == b.digest()
     assert type(b.n_mels) is int and type(b.fmin) is float
 
 

@@ -261,4 +261,4 @@ def test_backup_without_a_marker_is_not_resumed(dataset, tmp_path):
     (backup / "latest.weights.h5").write_bytes(b"weights of some other run")
     cfg = train.parse_args(["--data", dataset, "--model-dir", str(tmp_path / "model")])
     with pytest.raises(ValueError, match="holds an unfinished checkpoint of an unknown run"):
-        train.check_resume(cfg, data_fingerprint=export.data_fingerprint(dataset))
+        train.check_resume(cfg, data_fingerprint=export.dataset_version(dataset))

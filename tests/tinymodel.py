@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from transforms.inference import write_model_dir
 from transforms.metadata import ModelCard
+from transforms.model_dir import new_model_card, write_model_dir
 from transforms.spec import SpectrogramParams
 
 
@@ -30,7 +30,6 @@ def tiny_cnn(params: SpectrogramParams, *, n_labels: int) -> Any:
 
 
 def save_model_dir(model: Any, model_dir: str, *, labels: Sequence[str], params: SpectrogramParams) -> ModelCard:
-    """Export through the trainer's writer (:func:`transforms.inference.write_model_dir`)."""
-    card = ModelCard(model_file="", model_version="", labels=list(labels), spectrogram=params,
-                     input_shape=list(params.mel_shape), embedding_layer="embedding")
+    """Export through the trainer's writer (:func:`transforms.model_dir.write_model_dir`)."""
+    card = new_model_card(labels=labels, spectrogram=params, embedding_layer="embedding")
     return write_model_dir(model_dir, model=model, card=card)

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from transforms.metadata import DatasetMetadata
+from transforms.metadata import DatasetMetadata, dataset_version
 from transforms.spec import PRESETS, ParameterMismatchError, SpectrogramParams
 
 __all__ = ["FEATURE_OUTPUTS", "HEAD_UNITS", "check_preset", "check_ready", "segment_features",
@@ -138,11 +138,11 @@ def feature_normalizer(x_train: np.ndarray) -> Any:
 def feature_cache_path(data_dir: str, *, split: str, backbone: str) -> pathlib.Path:
     """Where :func:`cached_segment_features` keeps one split's features:
     ``$GENREFLOW_CACHE/backbone-features/<key>.npz``, the key a hash of the data's ``metadata.json``
-    (:func:`training.export.data_fingerprint`), the split, the backbone, its weights (the wheel's
+    (:func:`transforms.metadata.dataset_version`), the split, the backbone, its weights (the wheel's
     SHA-256) and :data:`FEATURE_OUTPUTS`: new data, weights or features never meet an old entry."""
-    from training import export, musicnn_weights
+    from training import musicnn_weights
 
-    key = json.dumps([export.data_fingerprint(data_dir), split, backbone, musicnn_weights.WHEEL_SHA256,
+    key = json.dumps([dataset_version(data_dir), split, backbone, musicnn_weights.WHEEL_SHA256,
                       list(FEATURE_OUTPUTS)])
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     return musicnn_weights.cache_dir().parent / "backbone-features" / f"{digest}.npz"

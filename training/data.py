@@ -129,24 +129,18 @@ def _tfrecord_segments(paths: list[str], params: SpectrogramParams, *, parallel:
 
 def _parquet_batches(path: str, params: SpectrogramParams) -> Iterator[dict[str, np.ndarray]]:
     """Batches of one Parquet shard as numpy arrays (mel reshaped to ``(n, n_mels, n_frames)``)."""
-    import fsspec
-    import pyarrow.parquet as pq
+    from transforms.shard_reader import parquet_batches
 
     if isinstance(path, bytes):
         path = path.decode("utf-8")
-    with fsspec.open(path, "rb") as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH, columns=list(KEPT)):
-            mel = batch.column(spec.FEATURE_MEL).flatten().to_numpy(zero_copy_only=False)
-            yield {
-                spec.FEATURE_MEL: mel.astype(np.float32, copy=False).reshape(-1, *params.mel_shape),
-                spec.FEATURE_LABEL_INDEX: batch.column(spec.FEATURE_LABEL_INDEX).to_numpy().astype(np.int64),
-                spec.FEATURE_TRACK_ID: np.asarray(
-                    batch.column(spec.FEATURE_TRACK_ID).to_pylist(), dtype=object
-                ),
-                spec.FEATURE_SEGMENT_INDEX: batch.column(spec.FEATURE_SEGMENT_INDEX)
-                .to_numpy()
-                .astype(np.int64),
-            }
+    for batch in parquet_batches(path, batch_size=READ_BATCH, columns=KEPT):
+        mel = batch.column(spec.FEATURE_MEL).flatten().to_numpy(zero_copy_only=False)
+        yield {
+            spec.FEATURE_MEL: mel.astype(np.float32, copy=False).reshape(-1, *params.mel_shape),
+            spec.FEATURE_LABEL_INDEX: batch.column(spec.FEATURE_LABEL_INDEX).to_numpy().astype(np.int64),
+            spec.FEATURE_TRACK_ID: np.asarray(batch.column(spec.FEATURE_TRACK_ID).to_pylist(), dtype=object),
+            spec.FEATURE_SEGMENT_INDEX: batch.column(spec.FEATURE_SEGMENT_INDEX).to_numpy().astype(np.int64),
+        }
 
 
 def _parquet_segments(paths: list[str], params: SpectrogramParams, *, parallel: bool) -> Any:

@@ -10,7 +10,8 @@ The metric functions are plain numpy (no TensorFlow), tested against hand comput
 ``genreflow evaluate --data DIR --model-dir DIR [--split test]`` scores an existing model dir on any
 featurized data whose spectrogram parameters match the model's (otherwise
 :class:`transforms.spec.ParameterMismatchError`), writing ``metrics.json``, confusion matrices (JSON
-and PNG) to ``--output`` (default ``MODEL_DIR/evaluation-<split>-<data fingerprint>``).
+and PNG) to ``--output`` (default ``MODEL_DIR/evaluation-<split>-<dataset version>``, the version being
+:func:`transforms.metadata.dataset_version` of the data, recorded as ``data_fingerprint``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -221,7 +222,7 @@ def write_evaluation(out_dir: str, metrics: dict[str, Any], *, labels: Sequence[
     ``out_dir`` is a local directory.  File names: ``{prefix}confusion_{segment|track}.{json,png}``.
     """
     from training import plots
-    from transforms.metadata import write_json_atomic
+    from transforms.storage import write_json_atomic
 
     os.makedirs(out_dir, exist_ok=True)
     written = {}
@@ -246,10 +247,11 @@ def evaluate_model_dir(
         When the data's spectrogram parameters (or labels) do not match the model's.
     """
     from training import export
-    from transforms.metadata import read_metadata
+    from transforms.metadata import dataset_version, read_metadata
+    from transforms.model_dir import load_model_dir
 
     metadata = read_metadata(data_dir)
-    loaded = loaded or export.load_model_dir(model_dir)
+    loaded = loaded or load_model_dir(model_dir)
     to_model = export.check_data_compatible(loaded.card, metadata)
     pred = predict_split(loaded.model, data_dir, metadata=metadata, split=split, batch_size=batch_size)
     if len(pred["probs"]) == 0:
@@ -260,7 +262,7 @@ def evaluate_model_dir(
     metrics.update(
         split=split,
         data=data_dir,
-        data_fingerprint=export.data_fingerprint(data_dir),
+        data_fingerprint=dataset_version(data_dir),
         model_version=loaded.card.model_version,
     )
     return metrics
@@ -289,7 +291,8 @@ def _parser() -> argparse.ArgumentParser:
         "--output",
         default=None,
         help="local directory for metrics.json and confusion matrices "
-        "(default MODEL_DIR/evaluation-SPLIT-FINGERPRINT)",
+        "(default MODEL_DIR/evaluation-SPLIT-VERSION, VERSION identifying the data: 16 hex digits of the "
+        "SHA-256 of its metadata.json)",
     )
     p.add_argument("--batch-size", type=int, default=256, help="segments per forward pass")
     return p
@@ -297,7 +300,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse options, evaluate, write the files; returns the metrics dict."""
-    from transforms.metadata import write_json_atomic
+    from transforms.storage import write_json_atomic
 
     from genreflow.args import parse_args_strict
 
@@ -317,23 +320,19 @@ def metrics_labels(metrics: dict[str, Any]) -> list[str]:
     return list(metrics["track"]["per_class"])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: prints a short summary; exit code 2 on mismatched parameters."""
-    from genreflow.args import report_error
-    from transforms.spec import ParameterMismatchError
-
-    try:
-        m = run(argv)
-    except (ParameterMismatchError, FileNotFoundError, ValueError) as e:
-        return report_error("genreflow evaluate", e)
+def _report(m: dict[str, Any]) -> Iterator[str]:
     for level in ("segment", "track"):
         r = m[level]
-        print(
-            f"{level:8s} n={r['n']:6d} accuracy={r['accuracy']:.3f} "
-            f"balanced_accuracy={r['balanced_accuracy']:.3f} macro_f1={r['macro_f1']:.3f}"
-        )
-    print(f"wrote {m['output']}/metrics.json")
-    return 0
+        yield (f"{level:8s} n={r['n']:6d} accuracy={r['accuracy']:.3f} "
+               f"balanced_accuracy={r['balanced_accuracy']:.3f} macro_f1={r['macro_f1']:.3f}")
+    yield f"wrote {m['output']}/metrics.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: prints a short summary; exit code 2 on mismatched parameters (a ValueError)."""
+    from genreflow.args import run_command
+
+    return run_command("genreflow evaluate", run, argv, report=_report)
 
 
 if __name__ == "__main__":

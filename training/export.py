@@ -1,78 +1,36 @@
-"""The model dir: ``model-<sha256>.keras`` + ``model.json`` (a :class:`transforms.metadata.ModelCard`).
+"""Export a trained model into a model dir, and score featurized data with one.
 
-A model dir is self-describing: the label vocabulary, the spectrogram parameters exactly as
-featurize wrote them, the input shape, the name of the embedding layer, a fingerprint of the
-training data, the evaluation metrics and the model file's name and SHA-256 travel in
-``model.json``; the Keras file holds only stock Keras layers, so it loads without this package::
-
-    import keras, json
-    card = json.load(open("MODEL_DIR/model.json"))
-    model = keras.models.load_model("MODEL_DIR/" + card["model_file"])
-
-and with Beam's ``TFModelHandlerNumpy(model_uri="MODEL_DIR/" + card["model_file"])``.  The file is
-named by its content and never overwritten; ``model.json`` is written atomically and last
-(:func:`transforms.inference.write_model_dir`): a reader sees the previous export or the new one,
-never a mix, and ``model_version`` stays the same when identical weights are exported again.
+The model dir contract (``model-<sha256>.keras`` + ``model.json``, written atomically, verified
+before use) is :mod:`transforms.model_dir`'s; this module fills the :class:`ModelCard` from the
+training data's ``metadata.json`` (label vocabulary, spectrogram parameters exactly as featurize
+wrote them, input shape, :func:`transforms.metadata.dataset_version`), and adds what evaluation
+needs: label mapping between a dataset and a model, batched probabilities, the embedding model.
+A model dir is read back with :func:`transforms.model_dir.load_model_dir`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import tempfile
 from typing import Any
 
-import fsspec
 import numpy as np
 
-from transforms.commit import join_uri
-from transforms.metadata import (
-    METADATA_FILE,
-    DatasetMetadata,
-    ModelCard,
-    read_model_card,
-)
-from transforms.inference import file_sha256, write_model_dir
+from transforms.metadata import DatasetMetadata, ModelCard, dataset_version
+from transforms.model_dir import LoadedModel, embedding_output, load_model_dir, new_model_card, write_model_dir
 from transforms.spec import ParameterMismatchError
 
 __all__ = [
-    "LoadedModel",
-    "file_fingerprint",
-    "data_fingerprint",
     "save_model_dir",
-    "load_model_dir",
     "check_data_compatible",
     "predict_proba",
     "embedding_model",
+    # the model dir itself is transforms.model_dir's; re-exported for ``from training.export import ...``
+    "LoadedModel",
+    "load_model_dir",
+    "dataset_version",
 ]
 
 logger = logging.getLogger(__name__)
-
-def file_fingerprint(path: str) -> str:
-    """First 16 hex digits of the SHA-256 of a file's bytes (local or any fsspec URL)."""
-    return file_sha256(path)[:16]
-
-
-def data_fingerprint(data_dir: str) -> str:
-    """Fingerprint of a featurized dataset: the hash of its ``metadata.json`` contents."""
-    return file_fingerprint(join_uri(data_dir, METADATA_FILE))
-
-
-@dataclasses.dataclass
-class LoadedModel:
-    """A loaded model dir.
-
-    Attributes
-    ----------
-    model : keras.Model
-        ``(batch, n_mels, n_frames)`` float32 -> ``(batch, n_labels)`` probabilities.
-    card : ModelCard
-        Its ``model.json``.
-    """
-
-    model: Any
-    card: ModelCard
 
 
 def save_model_dir(
@@ -96,7 +54,7 @@ def save_model_dir(
     metadata : DatasetMetadata
         ``metadata.json`` of the training data: labels and spectrogram parameters are copied from it.
     data_dir : str
-        The training data directory (for :func:`data_fingerprint`).
+        The training data directory (for :func:`transforms.metadata.dataset_version`).
     embedding_layer : str
         Name of the embedding layer in ``model``.
     metrics : dict, optional
@@ -109,45 +67,15 @@ def save_model_dir(
     ModelCard
         What was written to ``model.json``.
     """
-    card = ModelCard(
-        model_file="",
-        model_version="",
-        labels=list(metadata.labels),
+    card = new_model_card(
+        labels=metadata.labels,
         spectrogram=metadata.spectrogram,
-        input_shape=list(metadata.spectrogram.mel_shape),
         embedding_layer=embedding_layer,
-        data_fingerprint=data_fingerprint(data_dir),
+        data_fingerprint=dataset_version(data_dir),
         metrics=dict(metrics or {}),
         extra=dict(extra or {}),
     )
     return write_model_dir(model_dir, model=model, card=card)
-
-
-def load_model_dir(model_dir: str) -> LoadedModel:
-    """Load ``model.json`` and the Keras model it names, after checking the file's SHA-256.
-
-    Raises
-    ------
-    FileNotFoundError
-        When ``model_dir`` has no ``model.json`` (not a finished model dir).
-    ValueError
-        When the model file does not match the SHA-256 in ``model.json``.
-    """
-    import keras
-
-    card = read_model_card(model_dir)
-    path = join_uri(model_dir, card.model_file)
-    if card.model_sha256 and file_sha256(path) != card.model_sha256:
-        raise ValueError(f"{path} does not match the SHA-256 in {model_dir}/model.json: corrupt or replaced")
-    if "://" in path:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, card.model_file)
-            fs, fs_path = fsspec.core.url_to_fs(path)
-            fs.get_file(fs_path, local)
-            model = keras.models.load_model(local)
-    else:
-        model = keras.models.load_model(path)
-    return LoadedModel(model=model, card=card)
 
 
 def check_data_compatible(card: ModelCard, metadata: DatasetMetadata) -> np.ndarray:
@@ -207,5 +135,4 @@ def embedding_model(loaded: LoadedModel) -> Any:
     """A Keras model from the same input to the embedding layer named in ``model.json``."""
     import keras
 
-    layer = loaded.model.get_layer(loaded.card.embedding_layer)
-    return keras.Model(loaded.model.inputs, layer.output)
+    return keras.Model(loaded.model.inputs, embedding_output(loaded.model, loaded.card.embedding_layer))

@@ -21,7 +21,6 @@ at training or labeling time: a missing cache is an error that names this comman
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import pathlib
@@ -31,6 +30,8 @@ import sys
 import tempfile
 import zipfile
 from typing import Sequence
+
+from transforms.storage import file_sha256
 
 __all__ = [
     "WHEEL",
@@ -96,21 +97,13 @@ def checkpoint_prefix(name: str, *, root: pathlib.Path | None = None) -> str:
     return str(folder / "model")
 
 
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def extract(wheel: pathlib.Path, *, root: pathlib.Path) -> pathlib.Path:
     """Extract :data:`CHECKPOINTS` and ``LICENSE.md`` from the wheel file into ``root``.
 
     The folder is replaced as a whole (written next to it, then renamed), so a reader sees either
     the old complete cache or the new one.
     """
-    digest = _sha256(wheel)
+    digest = file_sha256(str(wheel))
     if digest != WHEEL_SHA256:
         raise ValueError(f"{wheel.name}: SHA-256 {digest} is not the expected {WHEEL_SHA256}")
     root.parent.mkdir(parents=True, exist_ok=True)

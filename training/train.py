@@ -25,9 +25,9 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-from genreflow.args import parse_args_strict, report_error
+from genreflow.args import parse_args_strict, run_command
 from training.model import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from training.musicnn import BACKBONES
 from transforms.spec import SPLITS
@@ -360,14 +360,15 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
 
     from training import data, evaluate, export, plots
     from training.model import EMBEDDING_LAYER
-    from transforms.metadata import read_metadata, write_json_atomic
+    from transforms.metadata import read_metadata
+    from transforms.storage import write_json_atomic
 
     start = time.time()
     problems = config_problems(cfg)
     if problems:
         raise ValueError("; ".join(problems))
     metadata = read_metadata(cfg.data)
-    fingerprint = export.data_fingerprint(cfg.data)
+    fingerprint = export.dataset_version(cfg.data)
     check_resume(cfg, data_fingerprint=fingerprint)
     params = metadata.spectrogram
     n_classes = len(metadata.labels)
@@ -441,20 +442,17 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return train(parse_args(argv))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: prints a short summary; exit code 2 on unusable data."""
-    try:
-        summary = run(argv)
-    except (FileNotFoundError, ValueError) as e:
-        return report_error("genreflow train", e)
+def _report(summary: dict[str, Any]) -> Iterator[str]:
     m = summary["metrics"]
     if m:
-        print(
-            f"{m['split']}: track accuracy {m['track_accuracy']:.3f}, balanced {m['track_balanced_accuracy']:.3f}; "
-            f"segment accuracy {m['segment_accuracy']:.3f}"
-        )
-    print(f"wrote {summary['model_dir']} (model version {summary['model_version']}) in {summary['seconds']} s")
-    return 0
+        yield (f"{m['split']}: track accuracy {m['track_accuracy']:.3f}, balanced {m['track_balanced_accuracy']:.3f}; "
+               f"segment accuracy {m['segment_accuracy']:.3f}")
+    yield f"wrote {summary['model_dir']} (model version {summary['model_version']}) in {summary['seconds']} s"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: prints a short summary; exit code 2 on unusable data."""
+    return run_command("genreflow train", run, argv, report=_report)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from transforms.spec import MAX_SAMPLE_RATE, SpectrogramParams
 __all__ = [
     "AudioError",
     "AUDIO_EXTENSIONS",
+    "audio_extension",
     "decode_audio",
     "to_mono",
     "resample",
@@ -85,16 +86,25 @@ class AudioError(Exception):
         self.stage = stage
 
 
-def _extension(name: str) -> str:
-    base = name.rsplit("/", 1)[-1]
-    return base.rsplit(".", 1)[-1].lower() if "." in base else ""
+def audio_extension(name: str) -> str:
+    """The lower-case extension of a file name or URI (``""`` when it has none).
+
+    Raises
+    ------
+    AudioError
+        ``unsupported_format`` when it is not one of :data:`AUDIO_EXTENSIONS`.
+    """
+    base = name.rstrip("/").rsplit("/", 1)[-1]
+    ext = base.rsplit(".", 1)[-1].lower() if "." in base else ""
+    if ext not in AUDIO_EXTENSIONS:
+        raise AudioError("unsupported_format", f"extension {ext!r} is not one of {', '.join(AUDIO_EXTENSIONS)}")
+    return ext
 
 
 def _check_input(data: bytes, name: str) -> str:
-    """The extension of ``name``; raise ``unsupported_format`` or ``empty`` before any decoding."""
-    ext = _extension(name)
-    if name and ext not in AUDIO_EXTENSIONS:
-        raise AudioError("unsupported_format", f"extension {ext!r} is not one of {AUDIO_EXTENSIONS}")
+    """The extension of ``name`` (``""`` without a name); raise ``unsupported_format`` or ``empty``
+    before any decoding."""
+    ext = audio_extension(name) if name else ""
     if len(data) == 0:
         raise AudioError("empty", "file has zero bytes")
     return ext

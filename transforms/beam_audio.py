@@ -18,7 +18,7 @@ import fsspec
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms.audio import AUDIO_EXTENSIONS, AudioError, load_mono, segment_batches, segment_starts
+from transforms.audio import AudioError, audio_extension, load_mono, segment_batches, segment_starts
 from transforms.deadletters import DEAD_LETTERS, DeadLetter, dead_letter_from_error
 from transforms.sources import TrackRef
 from transforms.spec import SpectrogramParams
@@ -27,6 +27,7 @@ from transforms.spectrogram import MelFilter, log_mel, mel_filter
 __all__ = [
     "ReadLimits",
     "TrackFeatures",
+    "content_hash",
     "read_bytes",
     "featurize_track",
     "featurize_or_dead_letter",
@@ -98,20 +99,21 @@ class TrackFeatures:
         Start sample of each segment at ``params.sample_rate``.
     duration_seconds : float
         Length of the decoded audio in seconds (before padding or dropping a tail).
-    fingerprint : str
-        Content hash of the encoded file (16 hex digits of BLAKE2b).
+    content_hash : str
+        :func:`content_hash` of the encoded file (or, for tracks read back from featurize shards,
+        of their log-mel segments).
     """
 
     ref: TrackRef
     mels: np.ndarray
     starts: list[int]
     duration_seconds: float
-    fingerprint: str
+    content_hash: str
 
 
-def _extension(uri: str) -> str:
-    base = uri.rstrip("/").rsplit("/", 1)[-1]
-    return base.rsplit(".", 1)[-1].lower() if "." in base else ""
+def content_hash(data: bytes) -> str:
+    """16 hex digits of the BLAKE2b of ``data``: identifies content, whatever its name or listing."""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def read_bytes(uri: str, *, max_bytes: int | None = None) -> bytes:
@@ -179,13 +181,9 @@ def featurize_track(
         reasons of :func:`transforms.audio.load_mono` (stage ``decode``) and ``too_short`` (stage
         ``segment``).
     """
-    ext = _extension(ref.uri)
-    if ext not in AUDIO_EXTENSIONS:
-        raise AudioError(
-            "unsupported_format", f"extension {ext!r} is not one of {', '.join(AUDIO_EXTENSIONS)}"
-        )
+    audio_extension(ref.uri)  # unsupported_format before anything is read
     data = read_bytes(ref.uri, max_bytes=limits.max_bytes)
-    fingerprint = hashlib.blake2b(data, digest_size=8).hexdigest()
+    digest = content_hash(data)
     y = load_mono(data, params=params, name=ref.uri, max_seconds=limits.max_seconds)
     del data
     mel = mel if mel is not None else mel_filter(params)
@@ -202,7 +200,7 @@ def featurize_track(
         mels=mels,
         starts=starts,
         duration_seconds=len(y) / params.sample_rate,
-        fingerprint=fingerprint,
+        content_hash=digest,
     )
 
 

@@ -22,42 +22,36 @@ output as it was.  One run at a time per output: a second concurrent run may del
 run folder as stale.
 
 Nothing here globs a path the user gave: folders are listed and names matched exactly, so an
-output called ``out[12]`` can never touch ``out1``.
+output called ``out[12]`` can never touch ``out1``.  Paths, JSON files and deletion are
+:mod:`transforms.storage`'s.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
-import os
 import posixpath
 import re
-import shutil
 import uuid
-from typing import Any, Iterable
+from typing import Iterable
 
 import fsspec
+
+from transforms.storage import join_uri, remove_path
 
 __all__ = [
     "RUN_PREFIX",
     "SUMMARY_FILE",
     "new_run_id",
     "run_folder",
-    "join_uri",
-    "protocol_of",
-    "read_json",
-    "write_json_atomic",
     "run_folders",
     "remove_other_runs",
-    "remove_path",
 ]
 
 logger = logging.getLogger(__name__)
 
 RUN_PREFIX = "run_id="
 SUMMARY_FILE = "_summary.json"
-_WILDCARD = re.compile(r"[*?\[]")
 _RUN_NAME = re.compile(r"^run_id=(\d{8}T\d{6}Z-[0-9a-f]{8})$")
 
 
@@ -67,49 +61,9 @@ def new_run_id(now: datetime.datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
-def join_uri(root: str, *names: str) -> str:
-    """Join path parts onto a local path or a URI with ``/`` (no globbing, no normalisation)."""
-    return posixpath.join(root.rstrip("/") or "/", *names)
-
-
 def run_folder(output: str, run_id: str) -> str:
     """``OUTPUT/run_id=<run_id>``."""
     return join_uri(output, RUN_PREFIX + run_id)
-
-
-def protocol_of(uri: str) -> str:
-    """``"file"`` for plain paths and ``file://``, else the URI scheme (``s3``, ``gs``, ``memory``)."""
-    if "://" not in uri:
-        return "file"
-    scheme = uri.split("://", 1)[0].lower()
-    return "file" if scheme in ("file", "local") else scheme
-
-
-def read_json(uri: str) -> Any:
-    """Parse a JSON file through fsspec (``FileNotFoundError`` when it is absent)."""
-    with fsspec.open(uri, "r", encoding="utf-8") as f:
-        return json.load(f)
-
-
-def write_json_atomic(uri: str, data: Any) -> None:
-    """Write JSON so a reader sees the old file or the new one, never half of it.
-
-    Local and ``memory://`` paths are written to a unique temporary name and renamed; object
-    stores publish an object only when its upload completes, which is atomic already.
-    """
-    fs, path = fsspec.core.url_to_fs(uri)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    if protocol_of(uri) in ("file", "memory"):
-        parent = posixpath.dirname(path)
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with fs.open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        fs.mv(tmp, path)
-    else:
-        with fs.open(path, "w", encoding="utf-8") as f:
-            f.write(text)
 
 
 def run_folders(output: str) -> list[str]:
@@ -125,42 +79,6 @@ def run_folders(output: str) -> list[str]:
         if m:
             ids.append(m.group(1))
     return sorted(set(ids))
-
-
-def remove_path(uri: str) -> bool:
-    """Delete one file or folder tree, the path taken literally; False, with a warning, when that fails.
-
-    fsspec's ``rm`` expands wildcards, so a path holding ``[``, ``*`` or ``?`` (an output called
-    ``out[12]``) is removed file by file from a listing instead, never matched as a pattern.
-    """
-    try:
-        fs, path = fsspec.core.url_to_fs(uri)
-        if not _WILDCARD.search(path):
-            if fs.exists(path):
-                fs.rm(path, recursive=True)
-        elif protocol_of(uri) == "file":
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            elif os.path.lexists(path):
-                os.remove(path)
-        elif fs.exists(path):
-            if not fs.isdir(path):
-                fs.rm_file(path)
-            else:
-                entries = fs.find(path, withdirs=True, detail=True)  # a listing: no pattern matching
-                for name, info in entries.items():
-                    if info.get("type") != "directory":
-                        fs.rm_file(name)
-                folders = [n for n, i in entries.items() if i.get("type") == "directory"] + [path]
-                for name in sorted(folders, key=len, reverse=True):  # stores with real folders (memory://)
-                    try:
-                        fs.rmdir(name)
-                    except (OSError, NotImplementedError):
-                        pass
-        return True
-    except Exception as e:  # cleanup is best effort: a leftover run folder is never read
-        logger.warning("could not remove %s: %s", uri, e)
-        return False
 
 
 def remove_other_runs(output: str, *, keep: Iterable[str]) -> list[str]:

@@ -1,15 +1,9 @@
-"""Model dirs for RunInference, and the per-track aggregation of segment predictions.
+"""RunInference for genre models, and the per-track aggregation of segment predictions.
 
-A *model dir* holds a Keras file and ``model.json`` (:class:`transforms.metadata.ModelCard`): labels,
-the spectrogram parameters the model was trained on, the input shape, the name of the embedding
-layer and the SHA-256 of the model file.  :func:`write_model_dir` writes one so that a reader never
-sees a mix of two exports: the Keras file is named by its content (``model-<sha256>.keras``, never
-overwritten) and ``model.json``, written atomically and last, switches to it.
-:func:`load_model_card` checks one before any work: ``model.json`` complete and consistent, the
-file's SHA-256, and the model itself (it loads, takes ``input_shape``, outputs one score per label).
-This module turns one into a Beam ``KeyedModelHandler`` whose examples are
-``((track_id, segment_index), mel)`` pairs and whose predictions are dicts with ``"probabilities"``
-(and ``"embedding"`` when asked), and it reduces a track's segment predictions to one label row.
+A model dir (:mod:`transforms.model_dir`: a Keras file and its ``model.json``) becomes a Beam
+``KeyedModelHandler`` whose examples are ``((track_id, segment_index), mel)`` pairs and whose
+predictions are dicts with ``"probabilities"`` (and ``"embedding"`` when asked); a track's segment
+predictions reduce to one label row.
 
 Aggregation rule: the track's genre distribution is the **mean of the segment probability vectors**.
 The mean of softmax outputs is still a distribution (sums to one), it is what segment-level GTZAN
@@ -25,32 +19,18 @@ Everything except :class:`GenreModelHandler` is plain numpy and is unit-tested w
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import os
-import posixpath
-import tempfile
-import uuid
 from typing import Any, Iterable, Mapping, Sequence
 
-import fsspec
 import numpy as np
 
-from transforms.commit import join_uri
-from transforms.metadata import MODEL_CARD_FILE, ModelCard, read_model_card, write_model_card
+from transforms.metadata import ModelCard
+from transforms.model_dir import ModelDirError, embedding_output, load_keras, model_file_path
 
 __all__ = [
-    "ModelDirError",
-    "LoadedModel",
+    "SegmentModel",
     "PROBABILITIES",
     "EMBEDDING",
-    "load_model_card",
-    "check_model",
-    "write_model_dir",
-    "model_digest",
-    "file_sha256",
-    "model_file_path",
     "load_segment_model",
     "predict_segments",
     "GenreModelHandler",
@@ -68,236 +48,8 @@ PROBABILITIES = "probabilities"
 EMBEDDING = "embedding"
 
 
-class ModelDirError(ValueError):
-    """A model dir that the label job cannot use (missing file, inconsistent ``model.json``)."""
-
-
-def model_file_path(model_dir: str, card: ModelCard) -> str:
-    """Path of the Keras file that ``card`` names inside ``model_dir``."""
-    return join_uri(model_dir, card.model_file)
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 (64 hex digits) of a file's bytes, read in 1 MiB blocks (local or any fsspec URL)."""
-    digest = hashlib.sha256()
-    with fsspec.open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_digest(model: Any, *, labels: Sequence[str], spectrogram: Any) -> str:
-    """SHA-256 of what a model computes: its Keras config, every weight (name, dtype, shape, bytes),
-    the labels and the spectrogram parameters.  Unlike the hash of a ``.keras`` zip, which embeds
-    the save date, it is the same each time identical weights are exported."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
-    for weight in model.weights:
-        value = np.ascontiguousarray(np.asarray(weight.numpy()))
-        digest.update(f"{weight.path}|{value.dtype.str}|{value.shape}".encode())
-        digest.update(value.tobytes())
-    digest.update(json.dumps({"labels": list(labels), "spectrogram": spectrogram.to_dict()}, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def _protocol(fs: fsspec.AbstractFileSystem) -> str:
-    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-
-
-def write_model_dir(model_dir: str, *, model: Any, card: ModelCard) -> ModelCard:
-    """Export ``model`` with ``card`` so that a reader never sees a mix of two exports.
-
-    Steps: save the Keras file locally; upload it as ``model-<first 16 hex of its SHA-256>.keras``
-    (a temporary name renamed into place on local/memory filesystems; object stores publish an
-    upload whole); write ``model.json`` atomically, last, naming that file with its SHA-256; then
-    remove model files that neither the new nor the previous ``model.json`` names (the previous
-    one is kept for a label job that read the old card and has not loaded its file yet), and
-    partial uploads that a killed export left.
-
-    Parameters
-    ----------
-    model_dir : str
-        Local path or fsspec URL; created when missing.
-    model : keras.Model
-        The model to save (stock Keras layers).
-    card : ModelCard
-        Everything but ``model_file``, ``model_version`` and ``model_sha256``, which are set here
-        (``model_version`` from :func:`model_digest`).
-
-    Returns
-    -------
-    ModelCard
-        What was written to ``model.json``.
-    """
-    fs, root = fsspec.core.url_to_fs(model_dir)
-    if fs.exists(root) and not fs.isdir(root):
-        raise ModelDirError(f"model dir {model_dir} is a file")
-    fs.makedirs(root, exist_ok=True)
-    try:
-        previous = read_model_card(model_dir).model_file
-    except Exception:  # no (readable) card yet: nothing to keep
-        previous = None
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "model.keras")
-        model.save(local)
-        sha = file_sha256(local)
-        name = f"model-{sha[:16]}.keras"
-        target = join_uri(root, name)
-        if _protocol(fs) in ("file", "local", "memory"):
-            partial = join_uri(root, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-            fs.put_file(local, partial)
-            fs.mv(partial, target)
-        else:
-            fs.put_file(local, target)
-    card = dataclasses.replace(
-        card,
-        model_file=name,
-        model_sha256=sha,
-        model_version=model_digest(model, labels=card.labels, spectrogram=card.spectrogram)[:16],
-    )
-    write_model_card(model_dir, card)
-    keep = {name, previous, MODEL_CARD_FILE}
-    for path in fs.ls(root, detail=False):
-        base = posixpath.basename(path.rstrip("/"))
-        orphan = base.startswith("model") and base.endswith(".keras")  # named by no card we keep
-        partial = base.startswith(".model-") and base.endswith(".tmp")  # left by a killed export
-        if base not in keep and (orphan or partial):
-            fs.rm(path)
-    logger.info("wrote %s (version %s, sha256 %s)", join_uri(model_dir, name), card.model_version, sha[:16])
-    return card
-
-
-_REQUIRED_FIELDS = ("model_file", "model_version", "labels", "spectrogram", "input_shape")
-
-
-def _read_card_or_explain(model_dir: str) -> ModelCard:
-    """:func:`read_model_card`, with every way a model dir or its ``model.json`` can be unusable
-    turned into one :class:`ModelDirError` line (FileNotFoundError when there is none)."""
-    fs, root = fsspec.core.url_to_fs(model_dir)
-    if fs.exists(root) and not fs.isdir(root):
-        raise ModelDirError(f"--model-dir {model_dir} is a file, not a model dir")
-    path = join_uri(model_dir, MODEL_CARD_FILE)
-    try:
-        with fsspec.open(path, "r") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        return read_model_card(model_dir)  # its own one-line FileNotFoundError
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelDirError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ModelDirError(f"{path} holds a {type(data).__name__}, not a JSON object")
-    missing = [k for k in _REQUIRED_FIELDS if k not in data]
-    if missing:
-        raise ModelDirError(f"{path} lacks {', '.join(missing)}: not a model.json written by genreflow train")
-    try:
-        return read_model_card(model_dir)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelDirError(f"{path} cannot be used: {type(e).__name__}: {e}") from None
-
-
-def load_model_card(model_dir: str, *, embeddings: bool = False, verify: bool = True) -> ModelCard:
-    """Read and check ``model.json`` and, with ``verify``, the model file, before any work is done.
-
-    Parameters
-    ----------
-    model_dir : str
-        Local path or fsspec URL of a model dir.
-    embeddings : bool
-        Also require ``embedding_layer`` to be set (and, with ``verify``, to be a layer).
-    verify : bool
-        Check the model file's SHA-256 against ``model_sha256`` and load it once
-        (:func:`check_model`): a corrupt, truncated or swapped file, or a model whose real input
-        or output shape differs from ``model.json``, fails here instead of on the workers after
-        everything was decoded.
-
-    Returns
-    -------
-    ModelCard
-
-    Raises
-    ------
-    FileNotFoundError
-        ``model.json`` or the model file is missing (the message names the path).
-    ModelDirError
-        The model dir is a file; ``model.json`` is not JSON, lacks fields or is inconsistent (no
-        labels, an input shape that is not the spectrogram's ``(n_mels, n_frames)``, a non-Keras
-        model file, ``embeddings`` without an embedding layer); with ``verify``, no or a different
-        SHA-256, or a model that does not load or does not match the card.
-    """
-    card = _read_card_or_explain(model_dir)
-    problems = []
-    if not card.labels:
-        problems.append("labels is empty")
-    if len(set(card.labels)) != len(card.labels):
-        problems.append("labels has duplicates")
-    if list(card.input_shape) != list(card.spectrogram.mel_shape):
-        problems.append(
-            f"input_shape {list(card.input_shape)} is not the spectrogram's (n_mels, n_frames) "
-            f"{list(card.spectrogram.mel_shape)}"
-        )
-    if not card.model_file.endswith((".keras", ".h5")):
-        problems.append(f"model_file {card.model_file!r} is not a .keras or .h5 file")
-    if embeddings and not card.embedding_layer:
-        problems.append("--embeddings needs embedding_layer, which is not set")
-    if problems:
-        raise ModelDirError(f"{model_dir}/model.json cannot be used: " + "; ".join(problems))
-    path = model_file_path(model_dir, card)
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    if not fs.exists(fs_path):
-        raise FileNotFoundError(f"{path} not found: model.json names a model file that is missing")
-    if verify:
-        if not card.model_sha256:
-            raise ModelDirError(
-                f"{model_dir}/model.json has no model_sha256, so {card.model_file} cannot be verified: "
-                "export the model again with this version of genreflow"
-            )
-        actual = file_sha256(path)
-        if actual != card.model_sha256:
-            raise ModelDirError(
-                f"{path} does not match model.json (SHA-256 {actual[:16]}..., model.json says "
-                f"{card.model_sha256[:16]}...): the file is truncated, corrupt or was replaced; export it again"
-            )
-        check_model(path, card=card, embeddings=embeddings)
-    return card
-
-
-def check_model(path: str, *, card: ModelCard, embeddings: bool = False) -> None:
-    """Load the Keras file once and check it against its card.
-
-    Raises
-    ------
-    ModelDirError
-        When it does not load (one line naming the first error), takes more than one input, takes
-        an input of another shape than ``card.input_shape`` (a trailing channel axis of 1 is
-        allowed), outputs another number of scores than there are labels, or lacks the embedding
-        layer asked for.
-    """
-    import keras  # deferred: TensorFlow import is heavy
-
-    try:
-        local, cleanup = _local_copy(path)
-        try:
-            model = keras.models.load_model(local, compile=False)
-        finally:
-            cleanup()
-    except Exception as e:  # keras/h5py/zipfile raise many types for a bad file
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise ModelDirError(f"{path} does not load as a Keras model: {type(e).__name__}: {first}") from None
-    if len(model.inputs) != 1:
-        raise ModelDirError(f"{path} takes {len(model.inputs)} inputs; a genre model takes one log-mel batch")
-    in_shape = [None if d is None else int(d) for d in model.inputs[0].shape[1:]]
-    expected = list(card.input_shape)
-    if in_shape not in (expected, expected + [1]):
-        raise ModelDirError(f"{path} takes inputs of shape {in_shape}, model.json says input_shape {expected}")
-    n_out = int(model.outputs[0].shape[-1])
-    if n_out != len(card.labels):
-        raise ModelDirError(f"{path} outputs {n_out} scores, model.json has {len(card.labels)} labels")
-    if embeddings and card.embedding_layer:
-        wrap_keras_model(model, embedding_layer=card.embedding_layer)  # ModelDirError when not a layer
-
-
 @dataclasses.dataclass
-class LoadedModel:
+class SegmentModel:
     """A loaded Keras model wrapped for segment batches.
 
     Attributes
@@ -321,7 +73,7 @@ class LoadedModel:
         return predict_segments(self, mels)
 
 
-def load_segment_model(path: str, *, embedding_layer: str | None = None) -> LoadedModel:
+def load_segment_model(path: str, *, embedding_layer: str | None = None) -> SegmentModel:
     """Load a ``.keras`` file and, optionally, expose an inner layer as a second output.
 
     Parameters
@@ -335,47 +87,18 @@ def load_segment_model(path: str, *, embedding_layer: str | None = None) -> Load
 
     Returns
     -------
-    LoadedModel
+    SegmentModel
     """
-    import keras  # deferred: TensorFlow import is heavy
-
-    local, cleanup = _local_copy(path)
-    try:
-        model = keras.models.load_model(local, compile=False)
-    finally:
-        cleanup()
-    return wrap_keras_model(model, embedding_layer=embedding_layer)
+    return wrap_keras_model(load_keras(path), embedding_layer=embedding_layer)
 
 
-def _local_copy(path: str) -> tuple[str, Any]:
-    """A local file for ``path`` (copied from object stores); and a function that removes the copy."""
-    import os
-    import tempfile
-
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
-        return fs_path, lambda: None
-    fd, local = tempfile.mkstemp(suffix=posixpath.splitext(fs_path)[1])
-    os.close(fd)
-    fs.get_file(fs_path, local)
-    return local, lambda: os.path.exists(local) and os.remove(local)
-
-
-def wrap_keras_model(model: Any, *, embedding_layer: str | None = None) -> LoadedModel:
+def wrap_keras_model(model: Any, *, embedding_layer: str | None = None) -> SegmentModel:
     """Build the dict-output inference model of :func:`load_segment_model` from a Keras model."""
     import keras
 
     outputs = {PROBABILITIES: model.outputs[0]}
     if embedding_layer:
-        try:
-            layer = model.get_layer(embedding_layer)
-        except ValueError:
-            names = [lay.name for lay in model.layers]
-            raise ModelDirError(
-                f"embedding_layer {embedding_layer!r} is not a layer of the model (layers: {names})"
-            ) from None
-        outputs[EMBEDDING] = layer.output
+        outputs[EMBEDDING] = embedding_output(model, embedding_layer)
     if len(model.inputs) != 1:
         raise ModelDirError(f"the model takes {len(model.inputs)} inputs; a genre model takes one log-mel batch")
     wrapped = keras.Model(inputs=model.inputs[0], outputs=outputs)
@@ -383,15 +106,15 @@ def wrap_keras_model(model: Any, *, embedding_layer: str | None = None) -> Loade
 
     spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
     serve = tf.function(lambda x: wrapped(x, training=False), input_signature=[spec])
-    return LoadedModel(keras_model=wrapped, input_rank=len(model.inputs[0].shape), serve=serve)
+    return SegmentModel(keras_model=wrapped, input_rank=len(model.inputs[0].shape), serve=serve)
 
 
-def predict_segments(model: LoadedModel, mels: np.ndarray) -> dict[str, np.ndarray]:
+def predict_segments(model: SegmentModel, mels: np.ndarray) -> dict[str, np.ndarray]:
     """Run the model on a batch of log-mel segments.
 
     Parameters
     ----------
-    model : LoadedModel
+    model : SegmentModel
     mels : np.ndarray, float32, shape (batch, n_mels, n_frames)
 
     Returns
@@ -408,7 +131,7 @@ def predict_segments(model: LoadedModel, mels: np.ndarray) -> dict[str, np.ndarr
 
 
 def _segment_inference_fn(
-    model: LoadedModel,
+    model: SegmentModel,
     batch: Sequence[np.ndarray],
     inference_args: dict[str, Any],
     model_id: str | None = None,
@@ -461,7 +184,7 @@ class GenreModelHandler(_model_handler_base()):  # type: ignore[misc]
         self._model_path = model_path
         self._embedding_layer = embedding_layer
 
-    def load_model(self) -> LoadedModel:  # noqa: D102 - documented on the class
+    def load_model(self) -> SegmentModel:  # noqa: D102 - documented on the class
         model = load_segment_model(self._model_path, embedding_layer=self._embedding_layer)
         logger.info("loaded %s (embedding layer %s)", self._model_path, self._embedding_layer)
         return model
@@ -469,7 +192,7 @@ class GenreModelHandler(_model_handler_base()):  # type: ignore[misc]
     def run_inference(
         self,
         batch: Sequence[np.ndarray],
-        model: LoadedModel,
+        model: SegmentModel,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[Any]:
         """One stacked forward pass over ``batch`` (arrays of shape ``(n_mels, n_frames)``)."""
@@ -500,7 +223,7 @@ def keyed_model_handler(
     Parameters
     ----------
     model_dir : str
-        The model dir; ``card`` from :func:`load_model_card`.
+        The model dir; ``card`` from :func:`transforms.model_dir.load_model_card`.
     embeddings : bool
         Also return the ``card.embedding_layer`` output.
     min_batch_size, max_batch_size : int, optional

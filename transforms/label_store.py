@@ -31,7 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import fsspec
 import pyarrow as pa
 
-from transforms.commit import join_uri, read_json, remove_path, write_json_atomic
+from transforms.storage import join_uri, read_json, remove_path, write_json_atomic
 
 __all__ = [
     "FORMATS",
@@ -56,7 +56,6 @@ __all__ = [
     "count_rows",
     "read_labels",
     "remove_legacy_files",
-    "join_uri",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,6 +89,9 @@ def partition_dir(output_dir: str, run_date: str) -> str:
 def label_schema(*, embeddings: bool = False) -> pa.Schema:
     """Arrow schema of one label row (Parquet output; JSON Lines carries the same fields).
 
+    ``fingerprint`` is the track's *listing version* (:func:`transforms.sources.listing_version`,
+    or a manifest's ``listing`` column; ``content:<hash of its log-mel>`` for ``--features``), the
+    skip key; ``content_hash`` is :func:`transforms.beam_audio.content_hash` of the decoded bytes.
     ``probabilities`` maps every genre of the model to its mean probability; ``top_k`` lists the
     most probable genres first; ``labeled_at`` is the run's start time (UTC), the same for every row
     of a run.  ``run_date`` is not a column: it is the partition key in the path.

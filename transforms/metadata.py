@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 from typing import Any
 
-import fsspec
-
-from transforms.commit import join_uri, write_json_atomic
+from transforms.storage import file_sha256, join_uri, read_json, write_json_atomic
 from transforms.spec import SpectrogramParams, schema_to_json
 
 __all__ = [
@@ -25,9 +22,9 @@ __all__ = [
     "ModelCard",
     "read_metadata",
     "write_metadata",
+    "dataset_version",
     "read_model_card",
     "write_model_card",
-    "write_json_atomic",
     "utc_now",
 ]
 
@@ -41,9 +38,20 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _read_json(path: str) -> dict[str, Any]:
-    with fsspec.open(path, "r") as f:
-        return json.load(f)
+def _read_record(folder: str, name: str, *, missing: str) -> dict[str, Any]:
+    """``FOLDER/NAME`` parsed; a missing file is a one-line ``FileNotFoundError`` ending in ``missing``."""
+    path = join_uri(folder, name)
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: {missing}") from None
+
+
+def _write_record(folder: str, name: str, data: dict[str, Any]) -> str:
+    """Write ``FOLDER/NAME`` atomically; returns its path."""
+    path = join_uri(folder, name)
+    write_json_atomic(path, data)
+    return path
 
 
 @dataclasses.dataclass
@@ -153,22 +161,22 @@ class DatasetMetadata:
 
 def read_metadata(data_dir: str) -> DatasetMetadata:
     """Read ``DIR/metadata.json``; a missing file means the dataset is absent or unfinished."""
-    path = join_uri(data_dir, METADATA_FILE)
-    try:
-        data = _read_json(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path} not found: {data_dir} is not a finished featurize output "
-            "(metadata.json is written last)"
-        ) from None
-    return DatasetMetadata.from_dict(data)
+    missing = f"{data_dir} is not a finished featurize output (metadata.json is written last)"
+    return DatasetMetadata.from_dict(_read_record(data_dir, METADATA_FILE, missing=missing))
 
 
 def write_metadata(data_dir: str, metadata: DatasetMetadata) -> str:
     """Write ``DIR/metadata.json`` atomically; returns its path."""
-    path = join_uri(data_dir, METADATA_FILE)
-    write_json_atomic(path, metadata.to_dict())
-    return path
+    return _write_record(data_dir, METADATA_FILE, metadata.to_dict())
+
+
+def dataset_version(data_dir: str) -> str:
+    """Identifies one featurize output: 16 hex digits of the SHA-256 of its ``metadata.json`` bytes.
+
+    A new featurize run writes a new ``metadata.json`` (its run id and counts), so the value
+    changes whenever the data may have; it is what ``model.json`` records as ``data_fingerprint``.
+    """
+    return file_sha256(join_uri(data_dir, METADATA_FILE))[:16]
 
 
 @dataclasses.dataclass
@@ -192,7 +200,8 @@ class ModelCard:
     embedding_layer : str or None
         Name of the penultimate layer whose output is the track embedding.
     data_fingerprint : str
-        Identifies the training data (hash of its metadata.json).
+        Identifies the training data: its :func:`dataset_version` (16 hex digits of the SHA-256 of
+        its metadata.json).  The field keeps the name it has in every ``model.json`` written.
     metrics : dict
         Headline evaluation numbers.
     model_sha256 : str
@@ -251,19 +260,10 @@ class ModelCard:
 
 def read_model_card(model_dir: str) -> ModelCard:
     """Read ``DIR/model.json`` with a clear error when the directory is not a genreflow model."""
-    path = join_uri(model_dir, MODEL_CARD_FILE)
-    try:
-        data = _read_json(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path} not found: {model_dir} is not a genreflow model dir "
-            "(run `genreflow train` to make one)"
-        ) from None
-    return ModelCard.from_dict(data)
+    missing = f"{model_dir} is not a genreflow model dir (run `genreflow train` to make one)"
+    return ModelCard.from_dict(_read_record(model_dir, MODEL_CARD_FILE, missing=missing))
 
 
 def write_model_card(model_dir: str, card: ModelCard) -> str:
     """Write ``DIR/model.json`` atomically; returns its path."""
-    path = join_uri(model_dir, MODEL_CARD_FILE)
-    write_json_atomic(path, card.to_dict())
-    return path
+    return _write_record(model_dir, MODEL_CARD_FILE, card.to_dict())

@@ -16,7 +16,7 @@ import apache_beam as beam
 import fsspec
 import pyarrow.parquet as pq
 
-from transforms.commit import join_uri
+from transforms.storage import join_uri
 from transforms.deadletters import DeadLetter
 from transforms.sources import unit_hash
 from transforms.records import arrow_schema, encode_example, rows_to_table
@@ -34,17 +34,16 @@ __all__ = [
     "SHARD_SUFFIX",
     "ERRORS_DIR",
     "shard_name",
-    "join_uri",
     "masked_crc32c",
     "TFRecordShardWriter",
     "ParquetShardWriter",
     "open_shard_writer",
     "write_dead_letters",
     "dead_letter_name",
+    "is_dead_letter_file",
     "auto_shards",
     "GroupIntoShards",
     "WriteDeadLetters",
-    "remove_quietly",
 ]
 
 logger = logging.getLogger(__name__)
@@ -183,9 +182,17 @@ def open_shard_writer(uri: str, *, fmt: str, params: SpectrogramParams) -> TFRec
 DEAD_LETTERS_PER_FILE = 100_000
 
 
+_DEAD_LETTER_PREFIX, _DEAD_LETTER_SUFFIX = "dead_letters-", ".jsonl"
+
+
 def dead_letter_name(index: int, num_shards: int) -> str:
     """``dead_letters-00000-of-00001.jsonl``."""
-    return f"dead_letters-{index:05d}-of-{num_shards:05d}.jsonl"
+    return f"{_DEAD_LETTER_PREFIX}{index:05d}-of-{num_shards:05d}{_DEAD_LETTER_SUFFIX}"
+
+
+def is_dead_letter_file(name: str) -> bool:
+    """Whether a file name is one that :func:`dead_letter_name` (or an earlier version) gave."""
+    return name.startswith(_DEAD_LETTER_PREFIX) and name.endswith(_DEAD_LETTER_SUFFIX)
 
 
 def write_dead_letters(uri: str, letters: Iterable[DeadLetter]) -> int:
@@ -294,12 +301,3 @@ class WriteDeadLetters(beam.PTransform):
             | "WriteLetters" >> beam.Map(_write_dead_letter_shard, self._folder)
         )
 
-
-def remove_quietly(uri: str) -> None:
-    """Delete a file or folder tree if it exists; failures are logged, not raised (cleanup only)."""
-    try:
-        fs, path = fsspec.core.url_to_fs(uri)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-    except Exception as e:  # cleanup is best effort; a staging name says what it is
-        logger.warning("could not remove %s: %s", uri, e)

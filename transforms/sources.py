@@ -48,9 +48,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import apache_beam as beam
 import fsspec
 
-from transforms.commit import protocol_of
 from transforms.deadletters import DEAD_LETTERS, DeadLetter
 from transforms.spec import SPLITS
+from transforms.storage import join_uri, listed_uri, split_protocol
 
 __all__ = [
     "TrackRef",
@@ -68,14 +68,12 @@ __all__ = [
     "manifest_rows",
     "ref_from_manifest_row",
     "read_manifest",
-    "listing_fingerprint",
+    "listing_version",
     "in_sample",
     "unit_hash",
     "assign_split",
     "assign_splits",
     "parse_split_fractions",
-    "is_local",
-    "protocol_of",
     "DUPLICATE",
 ]
 
@@ -105,7 +103,7 @@ class TrackRef:
         Tracks sharing a group (e.g. an artist) always land in the same split; ``""`` for none.
     listing : str
         What the file listing (or the manifest) said about the file's version, without reading
-        it: ``etag:...``, ``size:N:mtime:T`` (see :func:`listing_fingerprint`); ``""`` unknown.
+        it: ``etag:...``, ``size:N:mtime:T`` (see :func:`listing_version`); ``""`` unknown.
         The label job skips a track labeled earlier with the same value.
     """
 
@@ -125,16 +123,7 @@ class TrackRef:
 
 
 # Filesystems -----------------------------------------------------------------------------------
-def is_local(uri: str) -> bool:
-    """True for paths on the local disk."""
-    return protocol_of(uri) == "file"
-
-
-def _to_uri(fs: fsspec.AbstractFileSystem, path: str, *, local: bool) -> str:
-    return path if local else fs.unstrip_protocol(path)
-
-
-def listing_fingerprint(info: dict[str, Any]) -> str:
+def listing_version(info: dict[str, Any]) -> str:
     """A file's version from its listing entry (fsspec ``info``/``ls`` detail), reading no bytes.
 
     The object store's checksum or generation (``ETag``, GCS ``md5Hash``/``generation``) when there
@@ -179,7 +168,7 @@ def pattern_base(pattern: str) -> str:
     ``/data/gtzan/**/*.wav`` -> ``/data/gtzan``; ``s3://b/x/*/*.mp3`` -> ``s3://b/x``.  For a
     pattern without wildcards, the pattern itself (a file or a folder).
     """
-    scheme, rest = (pattern.split("://", 1) + [""])[:2] if "://" in pattern else ("", pattern)
+    scheme, rest = split_protocol(pattern)
     lead, comps = _split_path(rest)
     fixed = []
     for c in comps:
@@ -278,7 +267,6 @@ def _literal(pattern: str) -> bool:
 
 
 def _match_one(pattern: str, *, exclude: Sequence[str]) -> Iterator[Match | DeadLetter]:
-    local = is_local(pattern)
     base_uri = pattern if _literal(pattern) else pattern_base(pattern)
     fs, base = fsspec.core.url_to_fs(base_uri)
     excluded = [fsspec.core.url_to_fs(e)[1].rstrip("/") for e in exclude]
@@ -294,14 +282,14 @@ def _match_one(pattern: str, *, exclude: Sequence[str]) -> Iterator[Match | Dead
             return
         if info.get("type") != "directory":
             if _visible(base) and not _under(base, excluded):
-                yield Match(_to_uri(fs, base, local=local), posixpath.basename(base), listing_fingerprint(info))
+                yield Match(listed_uri(fs, base), posixpath.basename(base), listing_version(info))
             return
         relative_pattern = "**"
     regex = pattern_regex(relative_pattern)
     depth = None if "**" in relative_pattern else len([c for c in relative_pattern.split("/") if c])
     for folder, entries in _walk(fs, base, maxdepth=depth):
         if isinstance(entries, BaseException):
-            yield DeadLetter(uri=_to_uri(fs, folder, local=local), stage="match", reason="unreadable_folder",
+            yield DeadLetter(uri=listed_uri(fs, folder), stage="match", reason="unreadable_folder",
                              message=f"{type(entries).__name__}: {entries}")
             continue
         for info in entries:
@@ -310,7 +298,7 @@ def _match_one(pattern: str, *, exclude: Sequence[str]) -> Iterator[Match | Dead
                 continue
             rel = path[len(base):].lstrip("/")
             if regex.match(rel):
-                yield Match(_to_uri(fs, path, local=local), rel, listing_fingerprint(info))
+                yield Match(listed_uri(fs, path), rel, listing_version(info))
 
 
 def _walk(fs: fsspec.AbstractFileSystem, top: str, *, maxdepth: int | None):
@@ -339,7 +327,7 @@ def _walk(fs: fsspec.AbstractFileSystem, top: str, *, maxdepth: int | None):
 
 
 def _label_of(uri: str) -> str:
-    path = uri.split("://", 1)[1] if "://" in uri else uri
+    path = split_protocol(uri)[1]
     parts = [c for c in path.split("/") if c]
     return parts[-2] if len(parts) >= 2 else ""
 
@@ -405,11 +393,10 @@ def _manifest_kind(path: str) -> str:
 
 def manifest_files(pattern: str) -> list[str]:
     """The manifest files a ``--manifest`` value names: one file or a glob of many (sorted URIs)."""
-    local = is_local(pattern)
     fs, path = fsspec.core.url_to_fs(pattern)
     if not _MAGIC.search(path):
-        return [_to_uri(fs, path, local=local)] if fs.isfile(path) else []
-    return sorted(_to_uri(fs, p, local=local) for p in fs.glob(path) if fs.isfile(p) and _visible(p))
+        return [listed_uri(fs, path)] if fs.isfile(path) else []
+    return sorted(listed_uri(fs, p) for p in fs.glob(path) if fs.isfile(p) and _visible(p))
 
 
 def check_manifest_header(pattern: str) -> list[str]:
@@ -487,9 +474,9 @@ def manifest_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 
 def _resolve(uri: str, base: str) -> str:
-    if "://" in uri or uri.startswith("/"):
+    if split_protocol(uri)[0] or uri.startswith("/"):
         return uri
-    return posixpath.join(base, uri) if base else uri
+    return join_uri(base, uri) if base else uri
 
 
 def ref_from_manifest_row(row: dict[str, Any] | str, *, path: str, lineno: int) -> TrackRef | DeadLetter:

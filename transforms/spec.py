@@ -154,7 +154,7 @@ class SpectrogramParams:
 
     def _normalise_types(self) -> list[str]:
         """Store integers as ``int`` and reals as ``float`` (so ``fmin=0`` and ``fmin=0.0`` give
-        the same dict and fingerprint); return a problem per value of the wrong type."""
+        the same dict and digest); return a problem per value of the wrong type."""
         problems = []
 
         def _set(name: str, value: Any) -> None:
@@ -224,8 +224,9 @@ class SpectrogramParams:
             raise ValueError(f"unknown spectrogram parameters: {sorted(unknown)}")
         return cls(**dict(data))
 
-    def fingerprint(self) -> str:
-        """Short content hash of the parameters (stable across processes and versions)."""
+    def digest(self) -> str:
+        """16 hex digits of the SHA-256 of :meth:`to_dict` as sorted JSON: equal parameters, equal
+        digest, in every process and version."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
