@@ -258,6 +258,100 @@ def _check(step: str, condition: bool, message: str) -> None:
         raise DemoStepError(step, message)
 
 
+FOLDERS = ("collection", "features", "model", "catalog", "labels", "report")
+
+
+@dataclasses.dataclass
+class _DemoRun:
+    """One demo run: its config, folders (``paths``, one per step) and what each step returned so far."""
+
+    cfg: DemoConfig
+    paths: dict[str, str]
+    run_date: str
+    progress: _Progress = dataclasses.field(default_factory=lambda: _Progress(total=6))
+    results: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def synth(self) -> Any:
+        cfg = self.cfg
+        return synth.write_collection(self.paths["collection"], styles=cfg.styles, clips_per_style=cfg.clips_per_style,
+                                      seconds=cfg.seconds, formats=cfg.formats, seed=cfg.seed, workers=cfg.workers)
+
+    def featurize(self, collection_glob: str) -> Any:
+        from pipelines import featurize
+        from transforms.metadata import read_metadata
+
+        result = featurize.run(["--input", collection_glob, "--output", self.paths["features"]])
+        md = read_metadata(self.paths["features"])
+        _check("featurize", md.inputs["featurized"] > 0 and bool(md.shard_names("train")),
+               f"no training shards in {self.paths['features']}")
+        print(featurize.format_summary(result), flush=True)
+        return md
+
+    def train(self) -> tuple[dict[str, Any], Any]:
+        from training import train
+        from transforms.metadata import read_model_card
+
+        model_dir = self.paths["model"]
+        summary = train.run(["--data", self.paths["features"], "--model-dir", model_dir, "--epochs",
+                             str(self.cfg.epochs), "--verbose", "2", *self.cfg.train_args])
+        card = read_model_card(model_dir)
+        _check("train", os.path.exists(os.path.join(model_dir, card.model_file)), f"no model file in {model_dir}")
+        return summary, card
+
+    def catalog(self) -> Any:
+        cfg = self.cfg
+        return synth.write_collection(self.paths["catalog"], styles=cfg.styles,
+                                      clips_per_style=cfg.catalog_clips_per_style, seconds=cfg.catalog_seconds,
+                                      formats=cfg.formats, seed=cfg.catalog_seed, corrupt=cfg.corrupt,
+                                      workers=cfg.workers)
+
+    def label(self, catalog: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        from pipelines import label
+        from transforms import label_store
+
+        extensions = sorted({f.uri.rsplit(".", 1)[-1] for f in (*catalog.tracks, *catalog.corrupt)})
+        pattern = os.path.join(self.paths["catalog"], "**." + _brace(extensions))
+        # the catalog's broken files are there on purpose (3 of 19 files in the CI run): they must
+        # become dead letters, not fail the run at the default --max-error-fraction of 0.1
+        manifest = label.run(["--input", pattern, "--model-dir", self.paths["model"], "--output", self.paths["labels"],
+                              "--run-date", self.run_date, "--format", "parquet", "--no-skip-labeled",
+                              "--max-error-fraction", "0.5"])
+        table = label_store.read_labels(self.paths["labels"], run_date=self.run_date)
+        _check("label", table.num_rows > 0, f"no label rows in {self.paths['labels']}")
+        return manifest, table.select(["track_id", "uri", "genre", "score"]).to_pylist()
+
+    def report(self, *, catalog: Any, label_rows: list[dict[str, Any]], card: Any) -> tuple[dict, dict[str, str]]:
+        from training import plots
+
+        report, model_dir = self.paths["report"], self.paths["model"]
+        os.makedirs(report, exist_ok=True)
+        scores = catalog_accuracy(label_rows, catalog.labels, labels=card.labels)
+        first: dict[str, str] = {}
+        for t in catalog.tracks:
+            first.setdefault(t.label, t.path)
+        files = {"gallery": plot_gallery(first, params=card.spectrogram, path=os.path.join(report, "gallery.png"))}
+        curves = os.path.join(model_dir, "training_curves.png")
+        if os.path.exists(curves):
+            files["training_curves"] = shutil.copy(curves, os.path.join(report, "training_curves.png"))
+        else:
+            logger.warning("the trainer wrote no %s", curves)
+        files["confusion"] = plots.plot_confusion(
+            scores["confusion"], labels=card.labels, path=os.path.join(report, "confusion.png"),
+            title=f"held-out catalog, track level: {scores['correct']}/{scores['tracks']} correct")
+        files["labels"] = _write_labels_csv(os.path.join(report, "labels.csv"), scores["joined"])
+        return scores, files
+
+
+def _fresh_folders(output: str) -> dict[str, str]:
+    """``{step: OUTPUT/<step>}`` for every step's folder, each removed if a previous run left it."""
+    root = os.path.abspath(output)
+    paths = {name: os.path.join(root, name) for name in FOLDERS}
+    os.makedirs(root, exist_ok=True)
+    for stale in paths.values():  # a rerun starts from scratch
+        shutil.rmtree(stale, ignore_errors=True)
+    return paths
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every step; returns the summary (also written to ``report/summary.json``).
 
@@ -266,127 +360,64 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     DemoStepError
         Naming the step that failed.
     """
-    from pipelines import featurize, label
-    from training import train
-    from transforms import label_store
-    from transforms.metadata import read_metadata, read_model_card
     from transforms.storage import write_json_atomic
 
     started = time.perf_counter()
-    root = os.path.abspath(cfg.output)
-    paths = {name: os.path.join(root, name) for name in ("collection", "features", "model", "catalog", "labels",
-                                                          "report")}
-    os.makedirs(root, exist_ok=True)
-    for stale in paths.values():  # a rerun starts from scratch
-        shutil.rmtree(stale, ignore_errors=True)
-    run_date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-    progress = _Progress(total=6)
-    n_styles = len(cfg.styles)
-
-    collection = progress.step(
-        "synth", f"{n_styles} styles x {cfg.clips_per_style} clips of {cfg.seconds:g} s -> {paths['collection']}",
-        lambda: synth.write_collection(paths["collection"], styles=cfg.styles, clips_per_style=cfg.clips_per_style,
-                                       seconds=cfg.seconds, formats=cfg.formats, seed=cfg.seed, workers=cfg.workers))
+    run = _DemoRun(cfg, _fresh_folders(cfg.output), datetime.datetime.now(datetime.timezone.utc).date().isoformat())
+    paths, step, n_styles = run.paths, run.progress.step, len(cfg.styles)
+    r = run.results
+    r["synth"] = step("synth", f"{n_styles} styles x {cfg.clips_per_style} clips of {cfg.seconds:g} s -> "
+                               f"{paths['collection']}", run.synth)
     collection_glob = os.path.join(paths["collection"], "**." + _brace(cfg.formats))
-
-    def do_featurize():
-        result = featurize.run(["--input", collection_glob, "--output", paths["features"]])
-        md = read_metadata(paths["features"])
-        _check("featurize", md.inputs["featurized"] > 0 and bool(md.shard_names("train")),
-               f"no training shards in {paths['features']}")
-        print(featurize.format_summary(result), flush=True)
-        return md
-
-    metadata = progress.step("featurize", f"{collection_glob} -> log-mel shards {paths['features']}", do_featurize)
-
-    def do_train():
-        summary = train.run(["--data", paths["features"], "--model-dir", paths["model"], "--epochs", str(cfg.epochs),
-                             "--verbose", "2", *cfg.train_args])
-        card = read_model_card(paths["model"])
-        _check("train", os.path.exists(os.path.join(paths["model"], card.model_file)),
-               f"no model file in {paths['model']}")
-        return summary, card
-
-    train_summary, card = progress.step(
-        "train", f"CNN on {metadata.counts.get('train', {}).get('segments', '?')} segments, {cfg.epochs} epochs "
-                 f"-> {paths['model']}", do_train)
-
-    catalog = progress.step(
+    r["featurize"] = step("featurize", f"{collection_glob} -> log-mel shards {paths['features']}",
+                          lambda: run.featurize(collection_glob))
+    train_segments = r["featurize"].counts.get("train", {}).get("segments", "?")
+    r["train"] = step("train", f"CNN on {train_segments} segments, {cfg.epochs} epochs -> {paths['model']}", run.train)
+    r["catalog"] = step(
         "catalog", f"{n_styles} styles x {cfg.catalog_clips_per_style} new tracks of {cfg.catalog_seconds:g} s "
                    f"(seed {cfg.catalog_seed}, {','.join(cfg.formats)}) + {cfg.corrupt} broken files "
-                   f"-> {paths['catalog']}",
-        lambda: synth.write_collection(paths["catalog"], styles=cfg.styles,
-                                       clips_per_style=cfg.catalog_clips_per_style, seconds=cfg.catalog_seconds,
-                                       formats=cfg.formats, seed=cfg.catalog_seed, corrupt=cfg.corrupt,
-                                       workers=cfg.workers))
+                   f"-> {paths['catalog']}", run.catalog)
+    catalog = r["catalog"]
+    r["label"] = step("label", f"{len(catalog.tracks) + len(catalog.corrupt)} catalog files -> {paths['labels']}",
+                      lambda: run.label(catalog))
+    r["report"] = step("report", f"gallery, curves, confusion matrix, labels -> {paths['report']}",
+                       lambda: run.report(catalog=catalog, label_rows=r["label"][1], card=r["train"][1]))
+    summary = _summary(run, seconds=time.perf_counter() - started)
+    write_json_atomic(os.path.join(paths["report"], "summary.json"), summary)
+    return summary
 
-    def do_label():
-        extensions = sorted({f.uri.rsplit(".", 1)[-1] for f in (*catalog.tracks, *catalog.corrupt)})
-        pattern = os.path.join(paths["catalog"], "**." + _brace(extensions))
-        # the catalog's broken files are there on purpose (3 of 19 files in the CI run): they must
-        # become dead letters, not fail the run at the default --max-error-fraction of 0.1
-        manifest = label.run(["--input", pattern, "--model-dir", paths["model"], "--output", paths["labels"],
-                              "--run-date", run_date, "--format", "parquet", "--no-skip-labeled",
-                              "--max-error-fraction", "0.5"])
-        table = label_store.read_labels(paths["labels"], run_date=run_date)
-        _check("label", table.num_rows > 0, f"no label rows in {paths['labels']}")
-        return manifest, table.select(["track_id", "uri", "genre", "score"]).to_pylist()
 
-    label_run, label_rows = progress.step(
-        "label", f"{len(catalog.tracks) + len(catalog.corrupt)} catalog files -> {paths['labels']}", do_label)
+def _summary(run: _DemoRun, *, seconds: float) -> dict[str, Any]:
+    """``report/summary.json``: the config, what each step did and took, the catalog accuracy, the outputs."""
+    from transforms import label_store
 
-    def do_report():
-        from training import plots
-
-        os.makedirs(paths["report"], exist_ok=True)
-        scores = catalog_accuracy(label_rows, catalog.labels, labels=card.labels)
-        files = {}
-        first = {}
-        for t in catalog.tracks:
-            first.setdefault(t.label, t.path)
-        files["gallery"] = plot_gallery(first, params=card.spectrogram,
-                                        path=os.path.join(paths["report"], "gallery.png"))
-        curves = os.path.join(paths["model"], "training_curves.png")
-        if os.path.exists(curves):
-            files["training_curves"] = shutil.copy(curves, os.path.join(paths["report"], "training_curves.png"))
-        else:
-            logger.warning("the trainer wrote no %s", curves)
-        files["confusion"] = plots.plot_confusion(
-            scores["confusion"], labels=card.labels, path=os.path.join(paths["report"], "confusion.png"),
-            title=f"held-out catalog, track level: {scores['correct']}/{scores['tracks']} correct")
-        files["labels"] = _write_labels_csv(os.path.join(paths["report"], "labels.csv"), scores["joined"])
-        return scores, files
-
-    scores, files = progress.step("report", f"gallery, curves, confusion matrix, labels -> {paths['report']}",
-                                  do_report)
-
-    partition = label_store.partition_dir(paths["labels"], run_date)
-    summary = {
+    cfg, r, timings = run.cfg, run.results, run.progress.timings
+    metadata, (train_summary, card), catalog = r["featurize"], r["train"], r["catalog"]
+    (label_run, _), (scores, files) = r["label"], r["report"]
+    return {
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
         "styles": list(cfg.styles),
         "steps": {
-            "synth": {"tracks": len(collection.tracks), "seconds": round(progress.timings["synth"], 1)},
+            "synth": {"tracks": len(r["synth"].tracks), "seconds": round(timings["synth"], 1)},
             "featurize": {"inputs": metadata.inputs["matched"], "featurized": metadata.inputs["featurized"],
                           "dead_letters": metadata.inputs["failed"],
                           "segments": {s: c.get("segments", 0) for s, c in metadata.counts.items()},
-                          "seconds": round(progress.timings["featurize"], 1)},
+                          "seconds": round(timings["featurize"], 1)},
             "train": {"epochs": cfg.epochs, "metrics": train_summary.get("metrics", {}),
-                      "model_version": card.model_version, "seconds": round(progress.timings["train"], 1)},
+                      "model_version": card.model_version, "seconds": round(timings["train"], 1)},
             "catalog": {"tracks": len(catalog.tracks), "corrupt": len(catalog.corrupt),
-                        "seconds": round(progress.timings["catalog"], 1)},
+                        "seconds": round(timings["catalog"], 1)},
             "label": {"inputs": label_run["counts"]["inputs"], "labeled": label_run["counts"]["labeled"],
                       "dead_letters": label_run["counts"]["dead_letters"], "failures": label_run["failures"],
-                      "seconds": round(progress.timings["label"], 1)},
+                      "seconds": round(timings["label"], 1)},
         },
         "catalog_accuracy": {k: scores[k] for k in ("accuracy", "correct", "tracks", "labeled", "missing",
                                                      "unexpected")},
-        "chance": 1.0 / n_styles,
-        "outputs": {**paths, "labels_partition": partition,
+        "chance": 1.0 / len(cfg.styles),
+        "outputs": {**run.paths, "labels_partition": label_store.partition_dir(run.paths["labels"], run.run_date),
                     "report_files": {k: os.path.basename(v) for k, v in files.items()}},
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(seconds, 1),
     }
-    write_json_atomic(os.path.join(paths["report"], "summary.json"), summary)
-    return summary
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:

@@ -94,6 +94,8 @@ DEFAULT_MAX_ERROR_FRACTION = 0.1
 #: Tracks per shard when ``--num-shards`` is 0 (auto): about 13 MB of float32 mel for 30 s clips.
 TRACKS_PER_SHARD = 20
 UNKNOWN_LABEL = "unknown_label"
+#: Tag of the ``(split, number of shards)`` output of the shard writer.
+SHARDS = "shards"
 
 
 class TooManyFailuresError(RuntimeError):
@@ -290,37 +292,42 @@ def write_shard(
     writer = open_shard_writer(uri, fmt=fmt, params=params)
     try:
         for ref in refs:
-            if fixed_vocabulary and ref.label and ref.label not in index:
-                yield DeadLetter(uri=ref.uri, stage="label", reason=UNKNOWN_LABEL, track_id=ref.track_id,
-                                 message=f"label {ref.label!r} is not in --labels")
-                continue
-            result = featurize_or_dead_letter(ref, params=params, mel=mel, limits=limits)
-            if isinstance(result, DeadLetter):
-                yield result
-                continue
-            writer.write(
-                make_rows(
-                    result.mels,
-                    params=params,
-                    track_id=ref.track_id,
-                    uri=ref.uri,
-                    label=ref.label,
-                    label_index=index.get(ref.label, UNLABELED_INDEX),
-                    split=ref.split,
-                    starts=result.starts,
-                )
-            )
-            yield {
-                "track_id": ref.track_id,
-                "split": ref.split,
-                "label": ref.label,
-                "segments": int(len(result.mels)),
-                "seconds": float(result.duration_seconds),
-            }
+            yield _write_track(writer, ref, index=index, params=params, mel=mel, limits=limits,
+                               fixed_vocabulary=fixed_vocabulary)
     except BaseException:
         writer.abort()
         raise
     writer.close()
+
+
+def _write_track(writer: Any, ref: TrackRef, *, index: dict[str, int], params: SpectrogramParams, mel: Any,
+                 limits: ReadLimits, fixed_vocabulary: bool) -> dict[str, Any] | DeadLetter:
+    """Featurize one track and append its segment rows to ``writer``; -> its stats or its dead letter."""
+    if fixed_vocabulary and ref.label and ref.label not in index:
+        return DeadLetter(uri=ref.uri, stage="label", reason=UNKNOWN_LABEL, track_id=ref.track_id,
+                          message=f"label {ref.label!r} is not in --labels")
+    result = featurize_or_dead_letter(ref, params=params, mel=mel, limits=limits)
+    if isinstance(result, DeadLetter):
+        return result
+    writer.write(
+        make_rows(
+            result.mels,
+            params=params,
+            track_id=ref.track_id,
+            uri=ref.uri,
+            label=ref.label,
+            label_index=index.get(ref.label, UNLABELED_INDEX),
+            split=ref.split,
+            starts=result.starts,
+        )
+    )
+    return {
+        "track_id": ref.track_id,
+        "split": ref.split,
+        "label": ref.label,
+        "segments": int(len(result.mels)),
+        "seconds": float(result.duration_seconds),
+    }
 
 
 def empty_summary() -> dict[str, Any]:
@@ -383,7 +390,11 @@ def merge_summaries(summaries: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 # Beam ------------------------------------------------------------------------------------------
 class _WriteShardDoFn(beam.DoFn):
-    """``((split, index, n), [TrackRef])`` -> one shard file; yields tagged summary items."""
+    """``((split, index, n), [TrackRef])`` -> one shard file.
+
+    Outputs: per-track stats (main), :class:`DeadLetter` (``dead_letters``), and ``(split, n)``
+    once per split (``shards``).
+    """
 
     def __init__(self, *, run_dir: str, fmt: str, params: SpectrogramParams, limits: ReadLimits,
                  fixed_vocabulary: bool) -> None:
@@ -403,9 +414,9 @@ class _WriteShardDoFn(beam.DoFn):
             if isinstance(item, DeadLetter):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, item)
             else:
-                yield ("track", item)
+                yield item
         if index == 0:
-            yield ("shard", (split, n))
+            yield beam.pvalue.TaggedOutput(SHARDS, (split, n))
 
 
 class _SummaryFn(beam.CombineFn):
@@ -450,7 +461,9 @@ class FeaturizeShards(beam.PTransform):
         Per-input size and duration bounds.
 
     The input is a dict with ``"refs"`` (tracks) and ``"dead_letters"`` (inputs that failed
-    before featurizing).  Returns the summary path (one element).
+    before featurizing).  Returns a dict of PCollections: ``tracks`` (the stats dict of each track
+    written, see :func:`write_shard`), ``dead_letters`` (every :class:`DeadLetter`, early ones
+    included) and ``summary`` (the path of ``_summary.json``, one element).
     """
 
     def __init__(self, *, run_dir: str, fmt: str, params: SpectrogramParams, labels: Sequence[str] | None = None,
@@ -462,19 +475,28 @@ class FeaturizeShards(beam.PTransform):
 
     def expand(self, inputs):
         refs, early_dead = inputs["refs"], inputs[DEAD_LETTERS]
-        p = refs.pipeline
+        vocab = self._vocabulary(refs)
+        written = self._write_shards(refs, vocab)
+        dead = (early_dead, written[DEAD_LETTERS]) | "AllDeadLetters" >> beam.Flatten()
+        summary = self._summarize(refs, early_dead, written, dead, vocab)
+        return {"tracks": written.tracks, DEAD_LETTERS: dead, "summary": summary}
+
+    def _vocabulary(self, refs):
+        """-> one sorted label list: the fixed ``labels``, or every label of ``refs``."""
         if self._labels is not None:
-            vocab = p | "FixedLabels" >> beam.Create([self._labels])
-        else:
-            vocab = (
-                refs
-                | "Labels" >> beam.Map(lambda r: r.label)
-                | "Labeled" >> beam.Filter(bool)
-                | "DistinctLabels" >> beam.Distinct()
-                | "LabelList" >> beam.combiners.ToList()
-                | "Vocabulary" >> beam.Map(_vocabulary)
-            )
-        written = (
+            return refs.pipeline | "FixedLabels" >> beam.Create([self._labels])
+        return (
+            refs
+            | "Labels" >> beam.Map(lambda r: r.label)
+            | "Labeled" >> beam.Filter(bool)
+            | "DistinctLabels" >> beam.Distinct()
+            | "LabelList" >> beam.combiners.ToList()
+            | "Vocabulary" >> beam.Map(_vocabulary)
+        )
+
+    def _write_shards(self, refs, vocab):
+        """-> outputs ``tracks`` (stats), ``dead_letters`` and ``shards`` of :class:`_WriteShardDoFn`."""
+        return (
             refs
             | "Shard" >> GroupIntoShards(group_fn=lambda r: r.split, id_fn=lambda r: r.track_id,
                                          num_shards=self._num_shards, per_shard=TRACKS_PER_SHARD)
@@ -482,9 +504,11 @@ class FeaturizeShards(beam.PTransform):
                 _WriteShardDoFn(run_dir=self._run_dir, fmt=self._fmt, params=self._params, limits=self._limits,
                                 fixed_vocabulary=self._labels is not None),
                 labels=beam.pvalue.AsSingleton(vocab),
-            ).with_outputs(DEAD_LETTERS, main="items")
+            ).with_outputs(DEAD_LETTERS, SHARDS, main="tracks")
         )
-        dead = (early_dead, written[DEAD_LETTERS]) | "AllDeadLetters" >> beam.Flatten()
+
+    def _summarize(self, refs, early_dead, written, dead, vocab):
+        """Write the dead-letter files, then ``_summary.json`` from every count (see :func:`merge_summary`)."""
         dead_files = dead | "WriteDeadLetters" >> WriteDeadLetters(storage.join_uri(self._run_dir, ERRORS_DIR))
         counted = (
             (refs | "CountTracks" >> beam.combiners.Count.Globally(),
@@ -493,7 +517,8 @@ class FeaturizeShards(beam.PTransform):
             | "AsInput" >> beam.Map(lambda n: ("input", n))
         )
         items = (
-            written.items,
+            written.tracks | "TagTracks" >> beam.Map(lambda t: ("track", t)),
+            written[SHARDS] | "TagShards" >> beam.Map(lambda s: ("shard", s)),
             counted,
             dead | "TagDead" >> beam.Map(lambda d: ("dead", d)),
             dead_files | "TagFiles" >> beam.Map(lambda f: ("dead_file", storage.join_uri(ERRORS_DIR, f["file"]))),
@@ -507,8 +532,9 @@ class FeaturizeShards(beam.PTransform):
         )
 
 
-def build_pipeline(pipeline: beam.Pipeline, job: FeaturizeJob):
-    """Add the featurize graph for ``job`` to ``pipeline``; returns the summary-path PCollection.
+def build_pipeline(pipeline: beam.Pipeline, job: FeaturizeJob) -> dict[str, Any]:
+    """Add the featurize graph for ``job`` to ``pipeline``; returns :class:`FeaturizeShards`' PCollections
+    (``tracks``, ``dead_letters``, ``summary``).
 
     The graph's size does not depend on the number of inputs: patterns or the manifest path are
     its only data.

@@ -83,7 +83,9 @@ __all__ = [
     "build_pipeline",
     "summarize",
     "LabelTracks",
+    "LabelOptions",
     "LabelJob",
+    "commit_record",
     "LabelRunError",
     "prepare",
     "launch",
@@ -161,6 +163,114 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {DEFAULT_MAX_ERROR_FRACTION}); the date's previous partition stays")
     add_limit_args(p)
     return p
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelOptions:
+    """How :class:`LabelTracks` labels tracks: the model, its batching, the skip join and the rows.
+
+    Attributes
+    ----------
+    model_dir : str
+    card : ModelCard
+        From :func:`transforms.model_dir.load_model_card`.
+    output_dir : str
+        Where earlier partitions are (for ``skip_labeled``).
+    run_date : str
+        Partitions dated before it are the history of the skip join.
+    labeled_at : datetime.datetime
+        The ``labeled_at`` of every row.
+    skip_labeled : bool
+        Skip tracks an earlier partition labeled with this model version and file version.
+    embeddings : bool
+        Add the per-track mean embedding to each row.
+    top_k : int
+        Genres in the ``top_k`` column.
+    min_batch_size, max_batch_size : int or None
+        Segments per model call.
+    large_model : bool
+        One model copy per machine, shared by its processes.
+    model_copies : int or None
+        Exact number of model copies per machine.
+    from_features : bool
+        The input PCollection holds :class:`TrackFeatures` (``--features``) instead of
+        :class:`TrackRef`.
+    limits : ReadLimits
+        Per-input size and duration bounds for the audio path.
+    """
+
+    model_dir: str
+    card: ModelCard
+    output_dir: str
+    run_date: str
+    labeled_at: datetime.datetime
+    skip_labeled: bool = True
+    embeddings: bool = False
+    top_k: int = 3
+    min_batch_size: int | None = None
+    max_batch_size: int | None = None
+    large_model: bool = False
+    model_copies: int | None = None
+    from_features: bool = False
+    limits: ReadLimits = ReadLimits()
+
+
+@dataclasses.dataclass
+class LabelJob:
+    """Everything :func:`prepare` checked before any work; nothing here grows with the catalog.
+
+    Attributes
+    ----------
+    label : LabelOptions
+        The model, the run date, the output dir, ``labeled_at`` (the run's start) and how to label.
+    run_id : str
+        This run's id; its files go to ``OUTPUT/run_date=D/run_id=<run_id>/``.
+    patterns, manifest, features : list of str, str or None, str or None
+        The input, as given: audio patterns, a manifest, or a featurize output (exactly one).
+    fmt : str
+        Output file format.
+    sample, limit : float or None, int or None
+        As given.
+    num_shards : int
+        Part files per run (0: one per :data:`ROWS_PER_PART` rows).
+    max_error_fraction : float
+    beam_args : list of str
+        Options for Beam.
+    """
+
+    label: LabelOptions
+    run_id: str
+    patterns: list[str] = dataclasses.field(default_factory=list)
+    manifest: str | None = None
+    features: str | None = None
+    fmt: str = "parquet"
+    sample: float | None = None
+    limit: int | None = None
+    num_shards: int = 0
+    max_error_fraction: float = DEFAULT_MAX_ERROR_FRACTION
+    beam_args: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def card(self) -> ModelCard:
+        return self.label.card
+
+    @property
+    def run_date(self) -> str:
+        return self.label.run_date
+
+    @property
+    def output(self) -> str:
+        return self.label.output_dir
+
+    @property
+    def partition(self) -> str:
+        """``OUTPUT/run_date=D``."""
+        return label_store.partition_dir(self.output, self.run_date)
+
+    @property
+    def run_dir(self) -> str:
+        """``OUTPUT/run_date=D/run_id=<run_id>``: every file of the run goes below it."""
+        return run_folder(self.partition, self.run_id)
 
 
 # Plain functions the DoFns call ------------------------------------------------------------------
@@ -464,64 +574,51 @@ class LabelTracks(beam.PTransform):
 
     Parameters
     ----------
-    model_dir : str
-    card : ModelCard
-        From :func:`transforms.model_dir.load_model_card`.
-    output_dir : str
-        Where earlier partitions are (for ``skip_labeled``).
-    run_date : str
-        Partitions dated before it are the history of the skip join.
-    labeled_at : datetime.datetime
-    skip_labeled, embeddings : bool
-    top_k, min_batch_size, max_batch_size : int
-    large_model : bool
-    model_copies : int or None
-    from_features : bool
-        The input PCollection holds :class:`TrackFeatures` (``--features``) instead of
-        :class:`TrackRef`.
-    limits : ReadLimits
-        Per-input size and duration bounds for the audio path.
+    options : LabelOptions
 
-    With ``skip_labeled``, tracks go through :class:`SkipLabeled` first.
+    With ``options.skip_labeled``, tracks go through :class:`SkipLabeled` first; audio
+    (:class:`TrackRef`) goes through :class:`AudioToLogMel`, then every segment through
+    ``RunInference``, and the predictions are joined back into one row per track.
     """
 
-    def __init__(self, *, model_dir: str, card: ModelCard, output_dir: str, run_date: str,
-                 labeled_at: datetime.datetime, skip_labeled: bool = True, embeddings: bool = False,
-                 top_k: int = 3, min_batch_size: int | None = None, max_batch_size: int | None = None,
-                 large_model: bool = False, model_copies: int | None = None, from_features: bool = False,
-                 limits: ReadLimits = ReadLimits()) -> None:
+    def __init__(self, options: LabelOptions) -> None:
         super().__init__()
-        self._model_dir = model_dir
-        self._card = card
-        self._output_dir = output_dir
-        self._run_date = run_date
-        self._labeled_at = labeled_at
-        self._skip = skip_labeled
-        self._embeddings = embeddings
-        self._top_k = top_k
-        self._batch = (min_batch_size, max_batch_size)
-        self._large_model = large_model
-        self._model_copies = model_copies
-        self._from_features = from_features
-        self._limits = limits
+        self._opt = options
 
     def expand(self, tracks):
-        if self._skip:
-            checked = tracks | "SkipLabeled" >> SkipLabeled(
-                output_dir=self._output_dir, run_date=self._run_date, model_version=self._card.model_version)
-            todo, skipped = checked["todo"], checked[SKIPPED]
-        else:
-            todo, skipped = tracks, tracks.pipeline | "NoneSkipped" >> beam.Create([])
-        if self._from_features:
-            features, audio_dead = todo, None
-        else:
-            audio = todo | "AudioToLogMel" >> AudioToLogMel(params=self._card.spectrogram, limits=self._limits)
-            features, audio_dead = audio.features, audio.dead_letters
+        todo, skipped = self._skip_labeled(tracks)
+        features, audio_dead = self._features(todo)
+        rows, infer_dead = self._label(features)
+        return {
+            "rows": rows,
+            DEAD_LETTERS: (infer_dead, *audio_dead) | "AllDeadLetters" >> beam.Flatten(),
+            SKIPPED: skipped,
+            "segments": features | "SegmentCount" >> beam.Map(lambda f: int(len(f.mels))),
+        }
 
+    def _skip_labeled(self, tracks):
+        """-> (tracks to label, skipped track ids)."""
+        opt = self._opt
+        if not opt.skip_labeled:
+            return tracks, tracks.pipeline | "NoneSkipped" >> beam.Create([])
+        checked = tracks | "SkipLabeled" >> SkipLabeled(
+            output_dir=opt.output_dir, run_date=opt.run_date, model_version=opt.card.model_version)
+        return checked["todo"], checked[SKIPPED]
+
+    def _features(self, todo):
+        """-> (TrackFeatures, the audio path's dead letters as a 0- or 1-tuple)."""
+        if self._opt.from_features:
+            return todo, ()
+        audio = todo | "AudioToLogMel" >> AudioToLogMel(params=self._opt.card.spectrogram, limits=self._opt.limits)
+        return audio.features, (audio.dead_letters,)
+
+    def _label(self, features):
+        """TrackFeatures -> (label rows, ``stage="infer"`` dead letters): RunInference per segment, joined by track."""
+        opt = self._opt
         handler = keyed_model_handler(
-            self._model_dir, card=self._card, embeddings=self._embeddings,
-            min_batch_size=self._batch[0], max_batch_size=self._batch[1],
-            large_model=self._large_model, model_copies=self._model_copies,
+            opt.model_dir, card=opt.card, embeddings=opt.embeddings,
+            min_batch_size=opt.min_batch_size, max_batch_size=opt.max_batch_size,
+            large_model=opt.large_model, model_copies=opt.model_copies,
         )
         predictions, failed = (
             features
@@ -537,15 +634,9 @@ class LabelTracks(beam.PTransform):
             | "JoinTrack" >> beam.CoGroupByKey()
         )
         assembled = grouped | "Assemble" >> beam.ParDo(
-            _AssembleFn(card=self._card, labeled_at=self._labeled_at, top_k=self._top_k)
+            _AssembleFn(card=opt.card, labeled_at=opt.labeled_at, top_k=opt.top_k)
         ).with_outputs(DEAD_LETTERS, main="rows")
-        dead = [assembled[DEAD_LETTERS]] + ([audio_dead] if audio_dead is not None else [])
-        return {
-            "rows": assembled.rows,
-            DEAD_LETTERS: tuple(dead) | "AllDeadLetters" >> beam.Flatten(),
-            SKIPPED: skipped,
-            "segments": features | "SegmentCount" >> beam.Map(lambda f: int(len(f.mels))),
-        }
+        return assembled.rows, assembled[DEAD_LETTERS]
 
 
 def _write_part_shard(shard: tuple[tuple[str, int, int], list[dict]], *, folder: str, fmt: str,
@@ -670,44 +761,51 @@ def _event(kind: str, value_fn=None):
     return beam.Map(lambda x, k=kind, f=value_fn: (k, f(x) if f else 1))
 
 
-def build_pipeline(p: beam.Pipeline, job: "LabelJob", *, folder: str, labeled_at: datetime.datetime) -> None:
-    """Add the whole label job to ``p``: read, skip, label, write parts, dead letters and ``_summary.json``."""
-    args, card = job.args, job.card
-    if args.features:
+def _read_inputs(p: beam.Pipeline, job: LabelJob) -> tuple[Any, Any]:
+    """-> (tracks: TrackRef or TrackFeatures, the dead letters of inputs that could not be read)."""
+    if job.features:
         read = p | "ReadFeatures" >> ReadFeatureTracks(
-            features_dir=args.features, sample_rate=card.spectrogram.sample_rate,
-            segment_seconds=card.spectrogram.segment_seconds, sample=args.sample)
-        tracks = read["tracks"]
-    else:
-        read = p | "ReadInputs" >> ReadTrackRefs(patterns=args.input, manifest=args.manifest, exclude=[args.output],
-                                                 sample=args.sample, limit=args.limit)
-        tracks = read["refs"]
-    out = tracks | "Label" >> LabelTracks(
-        model_dir=args.model_dir, card=card, output_dir=args.output, run_date=job.run_date,
-        labeled_at=labeled_at, skip_labeled=args.skip_labeled, embeddings=args.embeddings,
-        top_k=args.top_k, min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size,
-        large_model=args.large_model, model_copies=args.model_copies, from_features=bool(args.features),
-        limits=limits_from_args(args),
-    )
-    parts = out["rows"] | "WriteRows" >> WriteLabelRows(folder, fmt=args.format, embeddings=args.embeddings,
-                                                        num_shards=args.num_shards)
-    letters = (read[DEAD_LETTERS], out[DEAD_LETTERS]) | "EveryDeadLetter" >> beam.Flatten()
-    letter_files = letters | "WriteDeadLetters" >> WriteDeadLetters(join_uri(folder, label_store.ERRORS_DIR))
+            features_dir=job.features, sample_rate=job.card.spectrogram.sample_rate,
+            segment_seconds=job.card.spectrogram.segment_seconds, sample=job.sample)
+        return read["tracks"], read[DEAD_LETTERS]
+    read = p | "ReadInputs" >> ReadTrackRefs(patterns=job.patterns, manifest=job.manifest, exclude=[job.output],
+                                             sample=job.sample, limit=job.limit)
+    return read["refs"], read[DEAD_LETTERS]
+
+
+def build_pipeline(p: beam.Pipeline, job: LabelJob) -> dict[str, Any]:
+    """Add the whole label job to ``p``: read, skip, label, write parts, dead letters and ``_summary.json``.
+
+    Returns
+    -------
+    dict of PCollection
+        ``rows`` (label rows), ``dead_letters`` (every :class:`DeadLetter`), ``skipped`` (track
+        ids), ``parts`` and ``letter_files`` (``{"file", "count"}`` per file written below
+        ``job.run_dir``) and ``summary`` (the ``_summary.json`` written, one element).
+    """
+    tracks, read_dead = _read_inputs(p, job)
+    out = tracks | "Label" >> LabelTracks(job.label)
+    parts = out["rows"] | "WriteRows" >> WriteLabelRows(job.run_dir, fmt=job.fmt, embeddings=job.label.embeddings,
+                                                        num_shards=job.num_shards)
+    letters = (read_dead, out[DEAD_LETTERS]) | "EveryDeadLetter" >> beam.Flatten()
+    letter_files = letters | "WriteDeadLetters" >> WriteDeadLetters(join_uri(job.run_dir, label_store.ERRORS_DIR))
     events = (
         tracks | "InputEvents" >> _event("inputs"),
-        read[DEAD_LETTERS] | "FailedInputEvents" >> _event("inputs"),
+        read_dead | "FailedInputEvents" >> _event("inputs"),
         out[SKIPPED] | "SkippedEvents" >> _event("skipped"),
         out["segments"] | "SegmentEvents" >> _event("segments", int),
         letters | "ReasonEvents" >> _event("reason", lambda d: d.reason),
         parts | "PartEvents" >> _event("part", dict),
         letter_files | "LetterFileEvents" >> _event("letter_file", dict),
     )
-    _ = (
+    summary = (
         events
         | "AllEvents" >> beam.Flatten()
         | "Tally" >> beam.CombineGlobally(_Tally()).without_defaults()
-        | "WriteSummary" >> beam.Map(_write_summary, folder=folder)
+        | "WriteSummary" >> beam.Map(_write_summary, folder=job.run_dir)
     )
+    return {"rows": out["rows"], DEAD_LETTERS: letters, SKIPPED: out[SKIPPED], "parts": parts,
+            "letter_files": letter_files, "summary": summary}
 
 
 # Launcher ----------------------------------------------------------------------------------------
@@ -721,16 +819,6 @@ def _inference_timing(result: Any) -> dict[str, float]:
     except Exception as e:  # some runners report no metrics
         logger.warning("could not read Beam metrics: %s", e)
     return {"inference_seconds": 0.0, "inference_batches": 0}
-
-
-@dataclasses.dataclass
-class LabelJob:
-    """Everything :func:`prepare` checked before any work: options and the model card (no inputs)."""
-
-    args: argparse.Namespace
-    beam_args: list[str]
-    card: ModelCard
-    run_date: str
 
 
 def prepare(argv: Sequence[str] | None = None) -> LabelJob:
@@ -749,6 +837,16 @@ def prepare(argv: Sequence[str] | None = None) -> LabelJob:
         spectrogram parameters differ from the model's, a bad run date, a pattern whose base folder
         does not exist or a manifest without a ``uri`` column.
     """
+    args, beam_args = _parse_args(argv)
+    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    run_date = label_store.parse_run_date(args.run_date or today)
+    card = load_model_card(args.model_dir, embeddings=args.embeddings)
+    _check_inputs(args, card)
+    return _job_from_args(args, beam_args, card=card, run_date=run_date)
+
+
+def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The job's options, each checked on its own (exit 2 on a bad one), and Beam's; fills in ``min_batch_size``."""
     parser = build_parser()
     args, beam_args = parse_job_args(parser, argv)
     check_job_args(parser, args)
@@ -771,9 +869,11 @@ def prepare(argv: Sequence[str] | None = None) -> LabelJob:
         parser.error(f"--num-shards must be >= 0, got {args.num_shards}")
     if not 0.0 <= args.max_error_fraction <= 1.0:
         parser.error(f"--max-error-fraction must be in [0, 1], got {args.max_error_fraction}")
-    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-    run_date = label_store.parse_run_date(args.run_date or today)
-    card = load_model_card(args.model_dir, embeddings=args.embeddings)
+    return args, list(beam_args)
+
+
+def _check_inputs(args: argparse.Namespace, card: ModelCard) -> None:
+    """``--features`` parameters equal the model's; a manifest has a ``uri`` column; pattern folders exist."""
     if args.features:
         metadata = read_metadata(args.features)
         card.spectrogram.check_compatible(
@@ -784,7 +884,22 @@ def prepare(argv: Sequence[str] | None = None) -> LabelJob:
         check_manifest_header(args.manifest)
     else:
         check_patterns(args.input)
-    return LabelJob(args, list(beam_args), card, run_date)
+
+
+def _job_from_args(args: argparse.Namespace, beam_args: list[str], *, card: ModelCard, run_date: str) -> LabelJob:
+    """The checked options as a :class:`LabelJob` starting now (its ``labeled_at`` and run id)."""
+    started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    label = LabelOptions(
+        model_dir=args.model_dir, card=card, output_dir=args.output, run_date=run_date, labeled_at=started,
+        skip_labeled=args.skip_labeled, embeddings=args.embeddings, top_k=args.top_k,
+        min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size, large_model=args.large_model,
+        model_copies=args.model_copies, from_features=bool(args.features), limits=limits_from_args(args),
+    )
+    return LabelJob(
+        label=label, run_id=new_run_id(started), patterns=list(args.input), manifest=args.manifest,
+        features=args.features, fmt=args.format, sample=args.sample, limit=args.limit, num_shards=args.num_shards,
+        max_error_fraction=args.max_error_fraction, beam_args=beam_args,
+    )
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -822,45 +937,59 @@ def launch(job: LabelJob) -> dict[str, Any]:
     nothing).
     """
     t0 = time.perf_counter()
-    args, card, run_date = job.args, job.card, job.run_date
-    started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    run_id = new_run_id(started)
-    partition = label_store.partition_dir(args.output, run_date)
-    folder = run_folder(partition, run_id)
-    uris = [args.output, args.model_dir, *args.input, args.manifest or "", args.features or ""]
+    uris = [job.output, job.label.model_dir, *job.patterns, job.manifest or "", job.features or ""]
     options = pipeline_options(job.beam_args, needs_in_process=needs_in_process(uris))
-    dry_run = is_dry_run(options)
-    if not dry_run:  # folders of runs of this date that died or failed; the committed one stays
-        committed = (label_store.read_commit(partition) or {}).get("run_id")
-        remove_other_runs(partition, keep=[r for r in (committed, run_id) if r])
-
-    pipeline_t = time.perf_counter()
-    with beam.Pipeline(options=options) as p:
-        build_pipeline(p, job, folder=folder, labeled_at=started)
-    pipeline_seconds = time.perf_counter() - pipeline_t
-    if dry_run:
+    if is_dry_run(options):
+        _run_pipeline(job, options)
         logger.info("dry run: pipeline translated, nothing written or committed")
-        return {"run_date": run_date, "run_id": run_id, "status": "dry_run", "model_version": card.model_version}
+        return {"run_date": job.run_date, "run_id": job.run_id, "status": "dry_run",
+                "model_version": job.card.model_version}
+    _remove_failed_runs(job)
+    pipeline_seconds, result = _run_pipeline(job, options)
+    summary = read_json(join_uri(job.run_dir, SUMMARY_FILE))
+    _check_summary(summary, max_error_fraction=job.max_error_fraction, folder=job.run_dir)
+    timings = {"pipeline_seconds": round(pipeline_seconds, 3), **_inference_timing(result)}
+    record = commit_record(job, summary, timings=timings, runner=options.get_all_options().get("runner"))
+    record["timings"]["total_seconds"] = round(time.perf_counter() - t0, 3)
+    _commit(job, record)
+    return record
 
-    summary = read_json(join_uri(folder, SUMMARY_FILE))
-    _check_summary(summary, max_error_fraction=args.max_error_fraction, folder=folder)
-    relative = RUN_PREFIX + run_id  # the run folder, relative to the partition
-    record = {
-        "run_id": run_id,
-        "run_date": run_date,
+
+def _remove_failed_runs(job: LabelJob) -> None:
+    """Remove the folders of runs of this date that died or failed; the committed one stays."""
+    committed = (label_store.read_commit(job.partition) or {}).get("run_id")
+    remove_other_runs(job.partition, keep=[r for r in (committed, job.run_id) if r])
+
+
+def _run_pipeline(job: LabelJob, options: Any) -> tuple[float, Any]:
+    """Build and run the graph, waiting for it; -> (seconds it took, the runner's result)."""
+    started = time.perf_counter()
+    with beam.Pipeline(options=options) as p:
+        build_pipeline(p, job)
+    return time.perf_counter() - started, p.result
+
+
+def commit_record(job: LabelJob, summary: dict[str, Any], *, timings: dict[str, float],
+                  runner: str | None) -> dict[str, Any]:
+    """The partition's ``_run.json``: the run's options, files (relative to the partition) and counts."""
+    relative = RUN_PREFIX + job.run_id  # the run folder, relative to the partition
+    card = job.card
+    return {
+        "run_id": job.run_id,
+        "run_date": job.run_date,
         "status": "complete",
-        "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "started": job.label.labeled_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "finished": utc_now(),
-        "model_dir": args.model_dir,
+        "model_dir": job.label.model_dir,
         "model_version": card.model_version,
         "labels": card.labels,
         "spectrogram": card.spectrogram.to_dict(),
-        "format": args.format,
-        "source": {"input": args.input, "manifest": args.manifest, "features": args.features,
-                   "sample": args.sample, "limit": args.limit},
-        "skip_labeled": args.skip_labeled,
-        "embeddings": args.embeddings,
-        "max_error_fraction": args.max_error_fraction,
+        "format": job.fmt,
+        "source": {"input": job.patterns, "manifest": job.manifest, "features": job.features,
+                   "sample": job.sample, "limit": job.limit},
+        "skip_labeled": job.label.skip_labeled,
+        "embeddings": job.label.embeddings,
+        "max_error_fraction": job.max_error_fraction,
         "files": {
             "rows": [join_uri(relative, f) for f in summary["files"]["rows"]],
             "dead_letters": [join_uri(relative, f) for f in summary["files"]["dead_letters"]],
@@ -868,20 +997,19 @@ def launch(job: LabelJob) -> dict[str, Any]:
         },
         "counts": summary["counts"],
         "failures": summary["failures"],
-        "timings": {
-            "pipeline_seconds": round(pipeline_seconds, 3),
-            **_inference_timing(p.result),
-            "total_seconds": round(time.perf_counter() - t0, 3),
-        },
-        "runner": options.get_all_options().get("runner"),
+        "timings": dict(timings),
+        "runner": runner,
     }
-    label_store.commit_partition(partition, record)
-    remove_other_runs(partition, keep=[run_id])
-    label_store.remove_legacy_files(args.output, partition)
+
+
+def _commit(job: LabelJob, record: dict[str, Any]) -> None:
+    """Write ``_run.json`` (the commit), then remove every other run of the date and pre-run-folder files."""
+    label_store.commit_partition(job.partition, record)
+    remove_other_runs(job.partition, keep=[job.run_id])
+    label_store.remove_legacy_files(job.output, job.partition)
     c = record["counts"]
-    logger.info("committed %s (run %s): %d labeled, %d skipped, %d dead letters", partition, run_id, c["labeled"],
-                c["skipped"], c["dead_letters"])
-    return record
+    logger.info("committed %s (run %s): %d labeled, %d skipped, %d dead letters", job.partition, job.run_id,
+                c["labeled"], c["skipped"], c["dead_letters"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

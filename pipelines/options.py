@@ -289,6 +289,22 @@ def _runner_is(runner: str, name: str) -> bool:
     return short in (name.lower(), name.lower() + "runner")
 
 
+def _local_runner_args(args: list[str], *, needs_in_process: bool) -> list[str]:
+    """``args`` with the local runner's ``--direct_running_mode`` and ``--direct_num_workers``: in memory
+    with one worker when ``needs_in_process`` (given values dropped), else what was given, by default
+    multi-processing on every core."""
+    if needs_in_process:
+        if has_option(args, "direct_running_mode") or has_option(args, "direct_num_workers"):
+            logger.warning("memory:// paths need the in-process runner; ignoring --direct_* options")
+        args = _drop_option(_drop_option(args, "direct_running_mode"), "direct_num_workers")
+        return args + ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
+    if not has_option(args, "direct_running_mode"):
+        args = args + ["--direct_running_mode", "multi_processing"]
+    if not has_option(args, "direct_num_workers") and _option_value(args, "direct_running_mode") != "in_memory":
+        args = args + ["--direct_num_workers", str(os.cpu_count() or 1)]
+    return args
+
+
 def resolve_runner(beam_args: Sequence[str], *, needs_in_process: bool = False,
                    installed_prism: str | None = INSTALLED_PRISM) -> RunnerChoice:
     """Make the runner explicit (see the module docstring for the rule).
@@ -324,17 +340,7 @@ def resolve_runner(beam_args: Sequence[str], *, needs_in_process: bool = False,
     if prism_location is not None:
         return RunnerChoice("PrismRunner", args + ["--runner", "PrismRunner"],
                             f"PrismRunner at {prism_location} ({asked}, --prism_location given)")
-    args += ["--runner", DEFAULT_LOCAL_RUNNER]
-    if needs_in_process:
-        if has_option(args, "direct_running_mode") or has_option(args, "direct_num_workers"):
-            logger.warning("memory:// paths need the in-process runner; ignoring --direct_* options")
-        args = _drop_option(_drop_option(args, "direct_running_mode"), "direct_num_workers")
-        args += ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
-    else:
-        if not has_option(args, "direct_running_mode"):
-            args += ["--direct_running_mode", "multi_processing"]
-        if not has_option(args, "direct_num_workers") and _option_value(args, "direct_running_mode") != "in_memory":
-            args += ["--direct_num_workers", str(os.cpu_count() or 1)]
+    args = _local_runner_args(args + ["--runner", DEFAULT_LOCAL_RUNNER], needs_in_process=needs_in_process)
     mode = _option_value(args, "direct_running_mode")
     workers = _option_value(args, "direct_num_workers")
     reason = (f"{DEFAULT_LOCAL_RUNNER}, {mode}" + (f", {workers} workers" if workers else "")

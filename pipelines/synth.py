@@ -56,6 +56,7 @@ __all__ = [
     "Track",
     "CorruptFile",
     "SynthResult",
+    "SynthOptions",
     "clip_seed",
     "clip_path",
     "encode_audio",
@@ -322,6 +323,40 @@ def _parse_list(text: str | Sequence[str], *, allowed: Sequence[str], what: str)
     return tuple(items)
 
 
+@dataclasses.dataclass(frozen=True)
+class SynthOptions:
+    """The options of one collection (see :func:`write_collection`), checked; ``synth.json`` records them."""
+
+    styles: tuple[str, ...]
+    clips_per_style: int
+    seconds: float
+    sample_rate: int
+    formats: tuple[str, ...]
+    seed: int
+    corrupt: int
+    workers: int
+
+    @classmethod
+    def checked(cls, *, styles: str | Sequence[str], clips_per_style: int, seconds: float, sample_rate: int,
+                formats: str | Sequence[str], seed: int, corrupt: int, workers: int | None) -> "SynthOptions":
+        """Check and normalise the options (``workers`` ``None`` -> the number of cores).
+
+        Raises
+        ------
+        ValueError
+            For an unknown, missing or repeated style or format, a negative count or a non-positive
+            length or rate.
+        """
+        styles = _parse_list(styles, allowed=tuple(STYLES), what="styles")
+        formats = _parse_list(formats, allowed=tuple(FORMATS), what="formats")
+        if clips_per_style < 0 or corrupt < 0:
+            raise ValueError("clips_per_style and corrupt must be >= 0")
+        if not seconds > 0 or sample_rate <= 0:
+            raise ValueError(f"seconds and sample_rate must be positive, got {seconds} and {sample_rate}")
+        return cls(styles=styles, clips_per_style=clips_per_style, seconds=seconds, sample_rate=sample_rate,
+                   formats=formats, seed=seed, corrupt=corrupt, workers=max(1, int(workers or os.cpu_count() or 1)))
+
+
 def write_collection(
     output_dir: str,
     *,
@@ -361,26 +396,45 @@ def write_collection(
     -------
     SynthResult
     """
-    styles = _parse_list(styles, allowed=tuple(STYLES), what="styles")
-    formats = _parse_list(formats, allowed=tuple(FORMATS), what="formats")
-    if clips_per_style < 0 or corrupt < 0:
-        raise ValueError("clips_per_style and corrupt must be >= 0")
-    if not seconds > 0 or sample_rate <= 0:
-        raise ValueError(f"seconds and sample_rate must be positive, got {seconds} and {sample_rate}")
-    workers = max(1, int(workers or os.cpu_count() or 1))
+    opts = SynthOptions.checked(styles=styles, clips_per_style=clips_per_style, seconds=seconds,
+                                sample_rate=sample_rate, formats=formats, seed=seed, corrupt=corrupt, workers=workers)
     started = time.perf_counter()
     root = os.path.abspath(output_dir)
     stale = _previous_files(root)
-    for style in styles:
+    for style in opts.styles:
         os.makedirs(os.path.join(root, style), exist_ok=True)
-
-    jobs = [
-        _Job(root, style, i, formats[i % len(formats)], float(seconds), int(sample_rate), int(seed))
-        for i in range(clips_per_style)
-        for style in styles
-    ]  # interleaved styles: progress and early output cover every style
+    jobs = _clip_jobs(root, opts)
     logger.info("synth: %d clips (%d styles x %d) of %g s at %d Hz, formats %s, %d worker(s) -> %s",
-                len(jobs), len(styles), clips_per_style, seconds, sample_rate, ",".join(formats), workers, root)
+                len(jobs), len(opts.styles), clips_per_style, seconds, sample_rate, ",".join(opts.formats),
+                opts.workers, root)
+    n_bytes = _render_all(jobs, workers=opts.workers, started=started)
+    tracks = _tracks(root, jobs, styles=opts.styles)
+    manifest = os.path.join(root, MANIFEST_FILE)
+    _write_csv(manifest, MANIFEST_COLUMNS, [(t.uri, t.label, t.track_id, "", "") for t in tracks])
+    broken = _write_corrupt_files(root, opts)
+    for uri in sorted(stale - {t.uri for t in tracks} - {b.uri for b in broken}):
+        os.remove(os.path.join(root, uri))  # a previous, larger run's files would join a glob's matches
+    corrupt_manifest = _write_corrupt_manifest(root, broken)
+    elapsed = time.perf_counter() - started
+    summary = _write_summary(root, opts, tracks=tracks, broken=broken, n_bytes=n_bytes, elapsed=elapsed)
+    logger.info("synth: wrote %d clips (%.1f MB) and %d corrupt file(s) in %.1f s", len(tracks), n_bytes / 1e6,
+                len(broken), elapsed)
+    return SynthResult(output_dir=root, manifest=manifest, corrupt_manifest=corrupt_manifest, summary=summary,
+                       tracks=tracks, corrupt=tuple(broken), seconds=elapsed)
+
+
+def _clip_jobs(root: str, opts: SynthOptions) -> list[_Job]:
+    """One job per clip, styles interleaved: progress and early output cover every style."""
+    return [
+        _Job(root, style, i, opts.formats[i % len(opts.formats)], float(opts.seconds), int(opts.sample_rate),
+             int(opts.seed))
+        for i in range(opts.clips_per_style)
+        for style in opts.styles
+    ]
+
+
+def _render_all(jobs: Sequence[_Job], *, workers: int, started: float) -> int:
+    """Render and write every clip (in a process pool unless ``workers`` is 1); -> bytes written."""
     n_bytes = 0
     report_every = max(1, len(jobs) // 10)
     if workers == 1 or len(jobs) <= 1:
@@ -397,50 +451,58 @@ def write_collection(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    return n_bytes
 
-    tracks = tuple(
+
+def _tracks(root: str, jobs: Sequence[_Job], *, styles: Sequence[str]) -> tuple[Track, ...]:
+    """The clips written, style by style in index order."""
+    return tuple(
         Track(uri=clip_path(j.style, j.index, j.fmt), path=os.path.join(root, clip_path(j.style, j.index, j.fmt)),
               label=j.style, track_id=clip_path(j.style, j.index, j.fmt), format=j.fmt, index=j.index)
         for j in sorted(jobs, key=lambda j: (styles.index(j.style), j.index))
     )
-    manifest = os.path.join(root, MANIFEST_FILE)
-    _write_csv(manifest, MANIFEST_COLUMNS, [(t.uri, t.label, t.track_id, "", "") for t in tracks])
 
+
+def _write_corrupt_files(root: str, opts: SynthOptions) -> list[CorruptFile]:
+    """Write ``opts.corrupt`` broken files, cycling over kinds, styles and formats."""
     broken: list[CorruptFile] = []
-    for k in range(corrupt):
+    for k in range(opts.corrupt):
         kind = CORRUPT_KINDS[k % len(CORRUPT_KINDS)]
-        style = styles[k % len(styles)]
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(b"corrupt"), k]))
-        ext, data = corrupt_bytes(kind, fmt=formats[k % len(formats)], sample_rate=sample_rate, rng=rng)
+        style = opts.styles[k % len(opts.styles)]
+        rng = np.random.default_rng(np.random.SeedSequence([int(opts.seed), zlib.crc32(b"corrupt"), k]))
+        ext, data = corrupt_bytes(kind, fmt=opts.formats[k % len(opts.formats)], sample_rate=opts.sample_rate,
+                                  rng=rng)
         uri = f"{style}/{style}.corrupt-{k:05d}.{ext}"
         _write_atomic(os.path.join(root, uri), data)
         broken.append(CorruptFile(uri=uri, path=os.path.join(root, uri), kind=kind, label=style))
-    for uri in sorted(stale - {t.uri for t in tracks} - {b.uri for b in broken}):
-        os.remove(os.path.join(root, uri))  # a previous, larger run's files would join a glob's matches
-    corrupt_manifest = None
-    if not broken and os.path.exists(os.path.join(root, CORRUPT_FILE)):
-        os.remove(os.path.join(root, CORRUPT_FILE))
-    if broken:
-        corrupt_manifest = os.path.join(root, CORRUPT_FILE)
-        _write_csv(corrupt_manifest, ("uri", "kind", "label"), [(b.uri, b.kind, b.label) for b in broken])
+    return broken
 
-    elapsed = time.perf_counter() - started
-    summary = os.path.join(root, SUMMARY_FILE)
-    write_json_atomic(summary, {
+
+def _write_corrupt_manifest(root: str, broken: Sequence[CorruptFile]) -> str | None:
+    """``corrupt.csv`` listing ``broken`` (removed when there are none); -> its path or ``None``."""
+    path = os.path.join(root, CORRUPT_FILE)
+    if not broken:
+        if os.path.exists(path):
+            os.remove(path)
+        return None
+    _write_csv(path, ("uri", "kind", "label"), [(b.uri, b.kind, b.label) for b in broken])
+    return path
+
+
+def _write_summary(root: str, opts: SynthOptions, *, tracks: Sequence[Track], broken: Sequence[CorruptFile],
+                   n_bytes: int, elapsed: float) -> str:
+    """``synth.json``: the parameters, counts and files of the collection; -> its path."""
+    path = os.path.join(root, SUMMARY_FILE)
+    write_json_atomic(path, {
         "created": utc_now(),
-        "parameters": {"styles": list(styles), "clips_per_style": clips_per_style, "seconds": seconds,
-                       "sample_rate": sample_rate, "formats": list(formats), "seed": seed, "corrupt": corrupt,
-                       "workers": workers},
+        "parameters": {**dataclasses.asdict(opts), "styles": list(opts.styles), "formats": list(opts.formats)},
         "counts": {"tracks": len(tracks), "corrupt": len(broken), "bytes": n_bytes,
-                   "by_label": {s: clips_per_style for s in styles},
-                   "corrupt_by_kind": {k: sum(b.kind == k for b in broken) for k in CORRUPT_KINDS if corrupt}},
+                   "by_label": {s: opts.clips_per_style for s in opts.styles},
+                   "corrupt_by_kind": {k: sum(b.kind == k for b in broken) for k in CORRUPT_KINDS if opts.corrupt}},
         "files": {"manifest": MANIFEST_FILE, "corrupt": CORRUPT_FILE if broken else None},
         "seconds": round(elapsed, 3),
     })
-    logger.info("synth: wrote %d clips (%.1f MB) and %d corrupt file(s) in %.1f s", len(tracks), n_bytes / 1e6,
-                len(broken), elapsed)
-    return SynthResult(output_dir=root, manifest=manifest, corrupt_manifest=corrupt_manifest, summary=summary,
-                       tracks=tracks, corrupt=tuple(broken), seconds=elapsed)
+    return path
 
 
 def _previous_files(root: str) -> set[str]:

@@ -1046,7 +1046,16 @@ def render_clip(style: str | Style, *, seconds: float, sample_rate: int,
     n = int(round(seconds * sr))
     if n <= 0:
         raise ValueError(f"seconds must give at least one sample, got {seconds}")
+    # every draw from rng happens in this order, step by step: the same seed gives the same clip
+    c, drums_on = _plan_clip(spec, rng=rng, seconds=seconds, sr=sr, n=n)
+    mix = _play_parts(spec, c, drums_on=drums_on)
+    mix = _master(mix, spec, rng=rng, sr=sr)
+    noise = _background_noise(spec, rng=rng, n=n, sr=sr)
+    return _finish(mix, noise, rng=rng, sr=sr)
 
+
+def _plan_clip(spec: Style, *, rng: np.random.Generator, seconds: float, sr: int, n: int) -> tuple[_Clip, bool]:
+    """Draw tempo, meter, key, scales, chord progression and feel; -> (the clip's plan, whether drums play)."""
     tempo = rng.uniform(*spec.tempo)
     meter = int(spec.meters[rng.integers(len(spec.meters))])
     chord_scale, lead_scale = spec.scales[rng.integers(len(spec.scales))]
@@ -1057,41 +1066,58 @@ def render_clip(style: str | Style, *, seconds: float, sample_rate: int,
     start_bar = int(rng.integers(len(progression)))  # the excerpt starts anywhere in the song
     degrees = [progression[(start_bar + i // per) % len(progression)] for i in range(per * len(progression))]
     drums_on = bool(spec.kits) and rng.random() < spec.drum_probability
-    pattern_kicks: list[int] = []
     c = _Clip(
         sr=sr, n=n, rng=rng, tempo=tempo, meter=meter, spb=spec.steps_per_beat,
         swing=rng.uniform(*spec.swing), offset=offset, n_bars=int(np.ceil((seconds + offset) / bar_seconds)) + 1,
         key=int(rng.integers(0, 12)), chord_scale=SCALES[chord_scale], lead_scale=SCALES[lead_scale],
         chord_degrees=degrees, chord_kind=spec.chord_kinds[rng.integers(len(spec.chord_kinds))],
-        humanize=rng.uniform(*spec.humanize_ms) / 1000.0, kick_steps=pattern_kicks,
+        humanize=rng.uniform(*spec.humanize_ms) / 1000.0, kick_steps=[],
     )
+    return c, drums_on
 
-    mix = np.zeros(n)
+
+def _play_parts(spec: Style, c: _Clip, *, drums_on: bool) -> np.ndarray:
+    """The drums (when on; their kick steps go to ``c.kick_steps``) and each layer that plays, mixed, float64 ``(n,)``."""
+    rng, sr = c.rng, c.sr
+    mix = np.zeros(c.n)
     if drums_on:
         kit_kind = spec.kits[rng.integers(len(spec.kits))]
-        patterns = spec.drum_patterns[meter]
+        patterns = spec.drum_patterns[c.meter]
         pattern = patterns[rng.integers(len(patterns))]
         kit = render_kit(kit_kind, sr=sr, rng=rng, drums=tuple(sorted(set(pattern) | {"snare", "tom"})))
-        pattern_kicks += [s for s, ch in enumerate(pattern.get("kick", "")) if ch in _VELOCITY]
+        c.kick_steps.extend(s for s, ch in enumerate(pattern.get("kick", "")) if ch in _VELOCITY)
         mix += rng.uniform(*spec.drum_level) * _render_drums(c, kit, pattern)
     for layer in spec.layers:
         if rng.random() < layer.probability:
             mix += rng.uniform(*layer.level) * _render_layer(c, layer)
+    return mix
 
-    mix *= _dynamics(spec.dynamics[rng.integers(len(spec.dynamics))], n, sr=sr, rng=rng)
+
+def _master(mix: np.ndarray, spec: Style, *, rng: np.random.Generator, sr: int) -> np.ndarray:
+    """Dynamics, reverb, tone (low- and high-pass), normalisation to peak 1 and compression."""
+    mix = mix * _dynamics(spec.dynamics[rng.integers(len(spec.dynamics))], len(mix), sr=sr, rng=rng)
     mix = reverb(mix, sr=sr, rng=rng, seconds=rng.uniform(*spec.reverb_seconds), mix=rng.uniform(*spec.reverb_mix),
                  darkness=rng.uniform(2500.0, 7000.0))
     mix = _filter(mix, "lowpass", rng.uniform(*spec.brightness), sr=sr)
     mix = _filter(mix, "highpass", rng.uniform(25.0, 90.0), sr=sr)
     mix /= np.abs(mix).max() + 1e-12
-    mix = _distort(mix, rng.uniform(*spec.compression))
+    return _distort(mix, rng.uniform(*spec.compression))
 
+
+def _background_noise(spec: Style, *, rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Hiss at the style's level (half white, half low-passed), plus vinyl crackle for some styles."""
     noise = rng.standard_normal(n)
     noise = 0.5 * noise + 0.5 * _filter(noise, "lowpass", rng.uniform(300.0, 3000.0), sr=sr) * 3.0
     noise *= 10.0 ** (rng.uniform(*spec.noise_db) / 20.0) / (np.sqrt(np.mean(noise * noise)) + 1e-12)
     if rng.random() < spec.crackle:
         clicks = rng.random(n) < rng.uniform(5.0, 30.0) / sr
         noise += _filter(clicks * rng.uniform(-0.05, 0.05, n), "highpass", 1000.0, sr=sr)
+    return noise
+
+
+def _finish(mix: np.ndarray, noise: np.ndarray, *, rng: np.random.Generator, sr: int) -> np.ndarray:
+    """Level, noise, 10 ms fades, no DC, peak at most :data:`_CEILING`; -> float32."""
+    n = len(mix)
     mix = mix * rng.uniform(0.25, _CEILING) + noise
     ramp = min(n // 2, int(0.01 * sr))  # 10 ms fades: no click at the cut
     if ramp:

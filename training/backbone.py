@@ -201,6 +201,61 @@ def _one_hot(y: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype=np.float32)[y]
 
 
+def _head_data(features: Any, cfg: Any, *, metadata: DatasetMetadata) -> tuple[tuple[np.ndarray, np.ndarray], Any]:
+    """The backbone's features of the training and validation segments: -> ``((x, y), validation)``,
+    ``validation`` being ``(x, one-hot y)`` or ``None``.
+
+    Raises
+    ------
+    ValueError
+        When there is no labeled training segment.
+    """
+    from training import data
+
+    def split_features(split: str) -> tuple[np.ndarray, np.ndarray]:
+        if not cfg.feature_cache:
+            return segment_features(features, cfg.data, metadata=metadata, split=split)
+        return cached_segment_features(features, cfg.data, metadata=metadata, split=split, backbone=cfg.backbone)
+
+    x_train, y_train = split_features("train")
+    if not len(x_train):
+        raise ValueError(f"{cfg.data} has no labeled training segments")
+    has_validation = bool(metadata.shard_names("validation")) and data.split_size(metadata, "validation") != 0
+    validation = None
+    if has_validation:
+        x_val, y_val = split_features("validation")
+        if len(x_val):
+            validation = (x_val, _one_hot(y_val, len(metadata.labels)))
+    return (x_train, y_train), validation
+
+
+def _fit_head(x_train: np.ndarray, y_train: np.ndarray, cfg: Any, *, metadata: DatasetMetadata, validation: Any,
+              callbacks: Sequence[Any]) -> list[Any]:
+    """Build and train the head on backbone features ``x_train`` ``(n, n_features)``; -> its layers."""
+    import keras
+
+    from training import data
+    from training.model import compile_model
+
+    n_classes = len(metadata.labels)
+    head_layers = build_head(n_classes=n_classes, normalizer=feature_normalizer(x_train))
+    head_in = keras.Input(shape=(x_train.shape[1],), name="features")
+    head = keras.Model(head_in, _apply(head_layers, head_in), name="head")
+    weights = data.class_weights(metadata) if cfg.balance == "weights" else np.ones(n_classes, np.float32)
+    steps = max(1, int(np.ceil(len(x_train) / cfg.batch_size)))
+    compile_model(
+        head, learning_rate=cfg.learning_rate, total_steps=steps * cfg.epochs,
+        warmup_steps=steps * cfg.warmup_epochs, weight_decay=cfg.weight_decay,
+        label_smoothing=cfg.label_smoothing,
+    )
+    head.fit(
+        x_train, _one_hot(y_train, n_classes), sample_weight=weights[y_train], batch_size=cfg.batch_size,
+        epochs=cfg.epochs, validation_data=validation, callbacks=list(callbacks), verbose=cfg.verbose,
+        shuffle=True,
+    )
+    return head_layers
+
+
 def fit(cfg: Any, *, metadata: DatasetMetadata, callbacks: Sequence[Any] = ()) -> tuple[Any, str, dict[str, Any]]:
     """Train a head on a frozen musicnn (and optionally fine-tune); return the joined model.
 
@@ -230,51 +285,17 @@ def fit(cfg: Any, *, metadata: DatasetMetadata, callbacks: Sequence[Any] = ()) -
     training.musicnn_weights.WeightsMissingError
         When the weights are not installed.
     """
-    import keras
-
-    from training import data, musicnn
-    from training.model import EMBEDDING_LAYER, compile_model
+    from training import musicnn
+    from training.model import EMBEDDING_LAYER
 
     check_preset(metadata.spectrogram, backbone=cfg.backbone)
     backbone = musicnn.pretrained(cfg.backbone)
     for layer in backbone.layers:
         layer.trainable = False
     features = feature_model(backbone)
-    n_classes = len(metadata.labels)
-
-    def split_features(split: str) -> tuple[np.ndarray, np.ndarray]:
-        if not cfg.feature_cache:
-            return segment_features(features, cfg.data, metadata=metadata, split=split)
-        return cached_segment_features(features, cfg.data, metadata=metadata, split=split, backbone=cfg.backbone)
-
-    x_train, y_train = split_features("train")
-    if not len(x_train):
-        raise ValueError(f"{cfg.data} has no labeled training segments")
-    has_validation = bool(metadata.shard_names("validation")) and data.split_size(metadata, "validation") != 0
-    validation = None
-    if has_validation:
-        x_val, y_val = split_features("validation")
-        if len(x_val):
-            validation = (x_val, _one_hot(y_val, n_classes))
+    (x_train, y_train), validation = _head_data(features, cfg, metadata=metadata)
     logger.info("backbone %s: %d training segments, %d features each", cfg.backbone, *x_train.shape)
-
-    normalizer = feature_normalizer(x_train)
-    head_layers = build_head(n_classes=n_classes, normalizer=normalizer)
-    head_in = keras.Input(shape=(x_train.shape[1],), name="features")
-    head = keras.Model(head_in, _apply(head_layers, head_in), name="head")
-    weights = data.class_weights(metadata) if cfg.balance == "weights" else np.ones(n_classes, np.float32)
-    steps = max(1, int(np.ceil(len(x_train) / cfg.batch_size)))
-    compile_model(
-        head, learning_rate=cfg.learning_rate, total_steps=steps * cfg.epochs,
-        warmup_steps=steps * cfg.warmup_epochs, weight_decay=cfg.weight_decay,
-        label_smoothing=cfg.label_smoothing,
-    )
-    head.fit(
-        x_train, _one_hot(y_train, n_classes), sample_weight=weights[y_train], batch_size=cfg.batch_size,
-        epochs=cfg.epochs, validation_data=validation, callbacks=list(callbacks), verbose=cfg.verbose,
-        shuffle=True,
-    )
-
+    head_layers = _fit_head(x_train, y_train, cfg, metadata=metadata, validation=validation, callbacks=callbacks)
     joined = join(features, head_layers, name=f"genreflow_{cfg.backbone.replace('-', '_')}")
     if cfg.fine_tune:
         _fine_tune(joined, cfg, metadata=metadata, has_validation=validation is not None, callbacks=callbacks)

@@ -373,6 +373,35 @@ def training_dataset(
     if balance not in ("weights", "resample", "none"):
         raise ValueError(f"balance must be weights, resample or none, got {balance!r}")
     n_classes = len(metadata.labels)
+    counts = _class_counts(data_dir, metadata=metadata, split=split, max_segments_per_class=max_segments_per_class)
+    base = _labeled(segments(data_dir, metadata=metadata, split=split, shuffle_files=True, seed=seed), n_classes)
+    ds = _shuffled_stream(base, counts=counts, balance=balance, max_segments_per_class=max_segments_per_class,
+                          cache=cache, shuffle_buffer=shuffle_buffer, seed=seed)
+    weight_table = tf.constant(_sample_weights(metadata, split=split, counts=counts, balance=balance,
+                                               max_segments_per_class=max_segments_per_class), tf.float32)
+    augment = augment or Augment.none()
+
+    def finish(mel, label):
+        y = tf.one_hot(label, n_classes, dtype=tf.float32)
+        w = tf.gather(weight_table, label)
+        return augment_batch(mel, y, w, augment=augment, seed=seed)
+
+    ds = ds.batch(batch_size, drop_remainder=True).map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    steps = max(1, int(counts.sum()) // batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE), steps
+
+
+def _class_counts(data_dir: str, *, metadata: DatasetMetadata, split: str,
+                  max_segments_per_class: int | None) -> np.ndarray:
+    """Segments per label (vocabulary order) that one pass over ``split`` uses, capped per class.
+
+    From ``metadata.json``'s counts, or counted in the shards when it has none.
+
+    Raises
+    ------
+    ValueError
+        When no segment of ``split`` has a label.
+    """
     by_label = metadata.counts.get(split, {}).get("by_label", {})
     counts = np.array([by_label.get(lab, {}).get("segments", 0) for lab in metadata.labels], np.int64)
     if counts.sum() == 0:
@@ -384,45 +413,49 @@ def training_dataset(
         raise ValueError(f"the {split!r} split of {data_dir} has no labeled segments")
     if len(present) < 2:
         logger.warning("only one class in the %s split: the model cannot learn to discriminate", split)
+    return counts
 
-    base = _labeled(segments(data_dir, metadata=metadata, split=split, shuffle_files=True, seed=seed), n_classes)
+
+def _shuffled_stream(base: Any, *, counts: np.ndarray, balance: str, max_segments_per_class: int | None,
+                     cache: bool, shuffle_buffer: int, seed: int | None) -> Any:
+    """``(mel, label)`` segments -> an endless shuffled stream; one stream per class, drawn with equal
+    probability (``resample``) or in proportion to ``counts`` (when capped per class)."""
+    import tensorflow as tf
+
+    present = np.flatnonzero(counts > 0)
     total = int(counts.sum())
-    if balance == "resample" or max_segments_per_class:
-        per_class = []
-        for c in present:
-            part = base.filter(lambda x, y, c=int(c): tf.equal(y, c))
-            if max_segments_per_class:
-                part = part.take(max_segments_per_class)
-            if cache:
-                part = part.cache()
-            per_class.append(part.shuffle(max(1, min(int(counts[c]), shuffle_buffer)), seed=seed).repeat())
-        if balance == "resample":
-            probs = [1.0 / len(present)] * len(present)
-        else:
-            probs = (counts[present] / total).tolist()
-        ds = tf.data.Dataset.sample_from_datasets(per_class, weights=probs, seed=seed)
-    else:
+    if not (balance == "resample" or max_segments_per_class):
         if cache:
             base = base.cache()
-        ds = base.shuffle(max(1, min(total, shuffle_buffer)), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.repeat()
+        return base.shuffle(max(1, min(total, shuffle_buffer)), seed=seed, reshuffle_each_iteration=True).repeat()
+    per_class = []
+    for c in present:
+        part = base.filter(lambda x, y, c=int(c): tf.equal(y, c))
+        if max_segments_per_class:
+            part = part.take(max_segments_per_class)
+        if cache:
+            part = part.cache()
+        per_class.append(part.shuffle(max(1, min(int(counts[c]), shuffle_buffer)), seed=seed).repeat())
+    if balance == "resample":
+        probs = [1.0 / len(present)] * len(present)
+    else:
+        probs = (counts[present] / total).tolist()
+    return tf.data.Dataset.sample_from_datasets(per_class, weights=probs, seed=seed)
 
-    weights = class_weights(metadata, split=split) if balance == "weights" else np.ones(n_classes, np.float32)
-    if balance == "weights" and max_segments_per_class:
-        w = np.zeros(n_classes, np.float32)
-        w[present] = total / (len(present) * counts[present])
-        weights = w
-    weight_table = tf.constant(weights, tf.float32)
-    augment = augment or Augment.none()
 
-    def finish(mel, label):
-        y = tf.one_hot(label, n_classes, dtype=tf.float32)
-        w = tf.gather(weight_table, label)
-        return augment_batch(mel, y, w, augment=augment, seed=seed)
-
-    ds = ds.batch(batch_size, drop_remainder=True).map(finish, num_parallel_calls=tf.data.AUTOTUNE)
-    steps = max(1, total // batch_size)
-    return ds.prefetch(tf.data.AUTOTUNE), steps
+def _sample_weights(metadata: DatasetMetadata, *, split: str, counts: np.ndarray, balance: str,
+                    max_segments_per_class: int | None) -> np.ndarray:
+    """Sample weight per label, float32 ``(n_labels,)``: class weights for ``balance="weights"`` (of the
+    capped counts when capped per class), else ones."""
+    n_classes = len(metadata.labels)
+    if balance != "weights":
+        return np.ones(n_classes, np.float32)
+    if not max_segments_per_class:
+        return class_weights(metadata, split=split)
+    present = np.flatnonzero(counts > 0)
+    w = np.zeros(n_classes, np.float32)
+    w[present] = int(counts.sum()) / (len(present) * counts[present])
+    return w
 
 
 def augment_batch(mel: Any, y: Any, w: Any, *, augment: Augment, seed: int | None = None) -> tuple[Any, Any, Any]:

@@ -140,8 +140,20 @@ def build_model(
         :data:`EMBEDDING_LAYER` gives ``(batch, embedding)`` embeddings.
     """
     import keras
-    from keras import layers
 
+    recipe, name = _recipe(arch)
+    n_mels, n_frames = (int(v) for v in input_shape)
+    inputs = keras.Input(shape=(n_mels, n_frames), name="log_mel", dtype="float32")
+    x = (normalizer if normalizer is not None else make_normalizer())(inputs)
+    band_stats = _band_stats(x, dtype=dtype_policy) if recipe.band_stats else []
+    x = _front_end(x, recipe, dtype=dtype_policy)
+    x = _conv_blocks(x, recipe, dtype=dtype_policy)
+    outputs = _head(x, recipe, extra=band_stats, n_classes=n_classes, dtype=dtype_policy)
+    return keras.Model(inputs, outputs, name=f"genreflow_{name}")
+
+
+def _recipe(arch: "str | Architecture") -> tuple[Architecture, str]:
+    """-> (the recipe, the name the model is called by: the key of :data:`ARCHITECTURES` or ``custom``)."""
     if isinstance(arch, Architecture):
         recipe, arch = arch, "custom"
     elif arch in ARCHITECTURES:
@@ -150,50 +162,71 @@ def build_model(
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     if recipe.pooling not in ("avgmax", "stats"):
         raise ValueError(f"unknown pooling {recipe.pooling!r}; choose avgmax or stats")
-    n_mels, n_frames = (int(v) for v in input_shape)
-    inputs = keras.Input(shape=(n_mels, n_frames), name="log_mel", dtype="float32")
-    norm = normalizer if normalizer is not None else make_normalizer()
-    x = norm(inputs)
-    extra = []
-    if recipe.band_stats:
-        bands = layers.Permute((2, 1), name="bands_last")(x)  # (n_frames, n_mels)
-        extra = list(_mean_std(bands, layers.GlobalAveragePooling1D, prefix="band_", dtype=dtype_policy))
-    if recipe.kind == "1d" and recipe.front:
-        x = layers.Reshape((n_mels, n_frames, 1), name="add_channel")(x)
-        for b, width in enumerate(recipe.front):
-            x = layers.Conv2D(width, 3, padding="same", use_bias=False, dtype=dtype_policy, name=f"front{b}_conv")(x)
-            x = layers.BatchNormalization(dtype=dtype_policy, name=f"front{b}_bn")(x)
-            x = layers.Activation("relu", dtype=dtype_policy, name=f"front{b}_relu")(x)
-            x = layers.MaxPooling2D(2, padding="same", dtype=dtype_policy, name=f"front{b}_pool")(x)
-        bands, frames, channels = x.shape[1], x.shape[2], x.shape[3]
-        x = layers.Permute((2, 1, 3), name="frames_first")(x)  # (frames, bands, channels)
-        x = layers.Reshape((frames, bands * channels), name="bands_to_channels")(x)
-    elif recipe.kind == "1d":
-        x = layers.Permute((2, 1), name="frames_first")(x)  # (n_frames, n_mels): bands as channels
-    if recipe.kind == "1d":
-        conv, bn_axis, pool = layers.Conv1D, -1, layers.MaxPooling1D
-        gap, gmp = layers.GlobalAveragePooling1D, layers.GlobalMaxPooling1D
-    else:
-        x = layers.Reshape((n_mels, n_frames, 1), name="add_channel")(x)
-        conv, bn_axis, pool = layers.Conv2D, -1, layers.MaxPooling2D
-        gap, gmp = layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D
+    return recipe, arch
+
+
+def _band_stats(x: Any, *, dtype: str) -> list[Any]:
+    """Mean and standard deviation over time of each mel band of ``x`` ``(batch, n_mels, n_frames)``."""
+    from keras import layers
+
+    bands = layers.Permute((2, 1), name="bands_last")(x)  # (n_frames, n_mels)
+    return list(_mean_std(bands, layers.GlobalAveragePooling1D, prefix="band_", dtype=dtype))
+
+
+def _front_end(x: Any, recipe: Architecture, *, dtype: str) -> Any:
+    """``(batch, n_mels, n_frames)`` -> what the conv blocks take: ``(batch, frames, channels)`` for 1-D
+    recipes (mel bands, or a 2-D front end's bands x channels, as channels), ``(batch, n_mels, n_frames, 1)``
+    for 2-D ones."""
+    from keras import layers
+
+    n_mels, n_frames = x.shape[1], x.shape[2]
+    if recipe.kind != "1d":
+        return layers.Reshape((n_mels, n_frames, 1), name="add_channel")(x)
+    if not recipe.front:
+        return layers.Permute((2, 1), name="frames_first")(x)  # (n_frames, n_mels): bands as channels
+    x = layers.Reshape((n_mels, n_frames, 1), name="add_channel")(x)
+    for b, width in enumerate(recipe.front):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, dtype=dtype, name=f"front{b}_conv")(x)
+        x = layers.BatchNormalization(dtype=dtype, name=f"front{b}_bn")(x)
+        x = layers.Activation("relu", dtype=dtype, name=f"front{b}_relu")(x)
+        x = layers.MaxPooling2D(2, padding="same", dtype=dtype, name=f"front{b}_pool")(x)
+    bands, frames, channels = x.shape[1], x.shape[2], x.shape[3]
+    x = layers.Permute((2, 1, 3), name="frames_first")(x)  # (frames, bands, channels)
+    return layers.Reshape((frames, bands * channels), name="bands_to_channels")(x)
+
+
+def _conv_blocks(x: Any, recipe: Architecture, *, dtype: str) -> Any:
+    """``recipe.filters`` blocks of ``convs_per_block`` conv-batchnorm-relu, each ending in a 2x max pool."""
+    from keras import layers
+
+    conv, pool = (layers.Conv1D, layers.MaxPooling1D) if recipe.kind == "1d" else (layers.Conv2D, layers.MaxPooling2D)
     kernel = recipe.kernel_size if recipe.kind == "1d" else 3
     for b, width in enumerate(recipe.filters):
         for c in range(recipe.convs_per_block):
-            x = conv(width, kernel, padding="same", use_bias=False, dtype=dtype_policy, name=f"block{b}_conv{c}")(x)
-            x = layers.BatchNormalization(axis=bn_axis, dtype=dtype_policy, name=f"block{b}_bn{c}")(x)
-            x = layers.Activation("relu", dtype=dtype_policy, name=f"block{b}_relu{c}")(x)
-        x = pool(2, padding="same", dtype=dtype_policy, name=f"block{b}_pool")(x)
-    if recipe.pooling == "stats":
-        pooled = list(_mean_std(x, gap, prefix="", dtype=dtype_policy))
+            x = conv(width, kernel, padding="same", use_bias=False, dtype=dtype, name=f"block{b}_conv{c}")(x)
+            x = layers.BatchNormalization(axis=-1, dtype=dtype, name=f"block{b}_bn{c}")(x)
+            x = layers.Activation("relu", dtype=dtype, name=f"block{b}_relu{c}")(x)
+        x = pool(2, padding="same", dtype=dtype, name=f"block{b}_pool")(x)
+    return x
+
+
+def _head(x: Any, recipe: Architecture, *, extra: list[Any], n_classes: int, dtype: str) -> Any:
+    """Global pooling (+ ``extra`` features), dropout, the embedding layer, dropout, float32 softmax."""
+    from keras import layers
+
+    if recipe.kind == "1d":
+        gap, gmp = layers.GlobalAveragePooling1D, layers.GlobalMaxPooling1D
     else:
-        pooled = [gap(dtype=dtype_policy, name="avg_pool")(x), gmp(dtype=dtype_policy, name="max_pool")(x)]
-    x = layers.Concatenate(dtype=dtype_policy, name="pool")(pooled + extra)
-    x = layers.Dropout(recipe.dropout, dtype=dtype_policy, name="dropout_pool")(x)
-    x = layers.Dense(recipe.embedding, activation="relu", dtype=dtype_policy, name=EMBEDDING_LAYER)(x)
-    x = layers.Dropout(recipe.dropout, dtype=dtype_policy, name="dropout_embedding")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name=OUTPUT_LAYER)(x)
-    return keras.Model(inputs, outputs, name=f"genreflow_{arch}")
+        gap, gmp = layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D
+    if recipe.pooling == "stats":
+        pooled = list(_mean_std(x, gap, prefix="", dtype=dtype))
+    else:
+        pooled = [gap(dtype=dtype, name="avg_pool")(x), gmp(dtype=dtype, name="max_pool")(x)]
+    x = layers.Concatenate(dtype=dtype, name="pool")(pooled + extra)
+    x = layers.Dropout(recipe.dropout, dtype=dtype, name="dropout_pool")(x)
+    x = layers.Dense(recipe.embedding, activation="relu", dtype=dtype, name=EMBEDDING_LAYER)(x)
+    x = layers.Dropout(recipe.dropout, dtype=dtype, name="dropout_embedding")(x)
+    return layers.Dense(n_classes, activation="softmax", dtype="float32", name=OUTPUT_LAYER)(x)
 
 
 def _mean_std(x: Any, gap: Any, *, prefix: str, dtype: str) -> tuple[Any, Any]:

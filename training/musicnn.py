@@ -109,10 +109,20 @@ def build_musicnn(
         midend_filters``.  Dropout layers of the original are no-ops at inference and left out.
     """
     import keras
+
+    inputs = keras.Input(shape=(n_mels, n_frames), name="log_mel", dtype="float32")
+    front = _front_end(inputs, n_mels=n_mels, n_frames=n_frames)
+    midend = _mid_end(front, filters=midend_filters)
+    tags, penultimate, max_pool, mean_pool = _back_end(midend, units=backend_units, n_tags=n_tags)
+    return keras.Model(inputs, [tags, penultimate, max_pool, mean_pool], name=name)
+
+
+def _front_end(inputs: Any, *, n_mels: int, n_frames: int) -> Any:
+    """Timbral (2 wide-in-frequency) and temporal (3 long-in-time) convolutions, each max-pooled over
+    frequency: ``(batch, n_mels, n_frames)`` -> ``(batch, n_frames, 561)``."""
     from keras import layers
 
     p = _PREFIX
-    inputs = keras.Input(shape=(n_mels, n_frames), name="log_mel", dtype="float32")
     x = layers.Permute((2, 1), name=p + "frames_first")(inputs)  # (frames, mels)
     x = layers.Reshape((n_frames, n_mels, 1), name=p + "add_channel")(x)
     x = _bn("input_bn")(x)
@@ -132,19 +142,34 @@ def build_musicnn(
     ] + [
         pooled_block(x, f"temporal_{k}", temporal_filters, (k, 1), "same") for k in (128, 64, 32)
     ]
-    front_features = layers.Concatenate(axis=-1, name=p + "frontend")(front)  # (frames, 561)
+    return layers.Concatenate(axis=-1, name=p + "frontend")(front)  # (frames, 561)
 
-    # Mid-end: musicnn's 7 x width 2-D convolutions over a (frames, width, 1) image are Conv1D with
-    # the width as channels (zero padding of 3 frames each side == "same" for a kernel of 7).
-    features = [front_features]
-    h = front_features
+
+def _mid_end(front: Any, *, filters: int) -> Any:
+    """Three residual Conv1D layers over time, concatenated with their input: -> ``(batch, frames, 561 + 3 * filters)``.
+
+    musicnn's 7 x width 2-D convolutions over a (frames, width, 1) image are Conv1D with the width
+    as channels (zero padding of 3 frames each side == "same" for a kernel of 7).
+    """
+    from keras import layers
+
+    p = _PREFIX
+    features = [front]
+    h = front
     for i in (1, 2, 3):
-        y = layers.Conv1D(midend_filters, 7, padding="same", activation="relu", name=f"{p}midend{i}_conv")(h)
+        y = layers.Conv1D(filters, 7, padding="same", activation="relu", name=f"{p}midend{i}_conv")(h)
         y = _bn(f"midend{i}_bn")(y)
         h = y if i == 1 else layers.Add(name=f"{p}midend{i}_residual")([y, h])
         features.append(h)
-    midend = layers.Concatenate(axis=-1, name=p + "midend")(features)  # (frames, 561 + 3 * 64)
+    return layers.Concatenate(axis=-1, name=p + "midend")(features)
 
+
+def _back_end(midend: Any, *, units: int, n_tags: int) -> tuple[Any, Any, Any, Any]:
+    """Max and mean over time, interleaved as musicnn flattens them, a dense layer and the tag layer:
+    -> ``(tags, penultimate, max_pool, mean_pool)``."""
+    from keras import layers
+
+    p = _PREFIX
     width = int(midend.shape[-1])
     max_pool = layers.GlobalMaxPooling1D(name=p + "max_pool")(midend)
     mean_pool = layers.GlobalAveragePooling1D(name=p + "mean_pool")(midend)
@@ -155,11 +180,11 @@ def build_musicnn(
     ])
     flat = layers.Flatten(name=p + "pool_flat")(stacked)
     flat = _bn("pool_bn")(flat)
-    dense = layers.Dense(backend_units, activation="relu", name=p + "penultimate_dense")(flat)
+    dense = layers.Dense(units, activation="relu", name=p + "penultimate_dense")(flat)
     penultimate = _bn("penultimate")(dense)
     logits = layers.Dense(n_tags, name=p + "tags_logits")(penultimate)
     tags = layers.Activation("sigmoid", name=p + "tags")(logits)
-    return keras.Model(inputs, [tags, penultimate, max_pool, mean_pool], name=name)
+    return tags, penultimate, max_pool, mean_pool
 
 
 #: Keras layer name (without prefix) -> TF1 variable scope in the checkpoint.

@@ -339,6 +339,30 @@ def _fit_cnn(cfg: TrainConfig, *, metadata: Any, strategy: Any, has_validation: 
     return model
 
 
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    """What :func:`train` learns about ``--data`` before any work.
+
+    Attributes
+    ----------
+    metadata : transforms.metadata.DatasetMetadata
+    dataset_version : str
+        :func:`transforms.metadata.dataset_version` of the data dir.
+    has_validation : bool
+        The data has a non-empty validation split.
+    """
+
+    metadata: Any
+    dataset_version: str
+    has_validation: bool
+
+    def eval_split(self, preferred: str) -> str | None:
+        """``preferred`` when it has shards, else ``validation`` when there is one, else ``None``."""
+        if self.metadata.shard_names(preferred):
+            return preferred
+        return "validation" if self.has_validation else None
+
+
 def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train, evaluate and export one model.
 
@@ -358,28 +382,10 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """
     import keras
 
-    from training import data, evaluate, export, plots
-    from training.model import EMBEDDING_LAYER
-    from transforms.metadata import read_metadata
     from transforms.storage import write_json_atomic
 
     start = time.time()
-    problems = config_problems(cfg)
-    if problems:
-        raise ValueError("; ".join(problems))
-    metadata = read_metadata(cfg.data)
-    fingerprint = export.dataset_version(cfg.data)
-    check_resume(cfg, data_fingerprint=fingerprint)
-    params = metadata.spectrogram
-    n_classes = len(metadata.labels)
-    logger.info(
-        "data %s: %s shards, %d labels, mel %s, train segments %d",
-        cfg.data, metadata.format, n_classes, params.mel_shape, data.split_size(metadata, "train"),
-    )
-    if cfg.backbone:  # fail before any work: wrong front end, or weights not installed
-        from training import backbone
-
-        backbone.check_ready(params, backbone=cfg.backbone)
+    data = _check_data(cfg)
     keras.utils.set_random_seed(cfg.seed)
     strategy = make_strategy(cfg.strategy)
     chief = _is_chief(strategy)
@@ -387,45 +393,16 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         cfg = dataclasses.replace(cfg, model_dir=os.path.join(cfg.model_dir, ".workers", str(os.getpid())))
     os.makedirs(cfg.model_dir, exist_ok=True)
 
-    has_validation = bool(metadata.shard_names("validation")) and data.split_size(metadata, "validation") != 0
     epochs_run: list[int] = []
-    cbs = _callbacks(cfg, has_validation=has_validation, record=epochs_run) + list(callbacks)
-    extra: dict[str, Any] = {}
-    _mark_resume(cfg, data_fingerprint=fingerprint)
-    if cfg.backbone:
-        with strategy.scope():
-            exported, embedding_layer, extra = backbone.fit(cfg, metadata=metadata, callbacks=cbs)
-    else:
-        exported = _fit_cnn(cfg, metadata=metadata, strategy=strategy, has_validation=has_validation, callbacks=cbs)
-        embedding_layer = EMBEDDING_LAYER
-
-    eval_split = cfg.eval_split if metadata.shard_names(cfg.eval_split) else ("validation" if has_validation else None)
+    cbs = _callbacks(cfg, has_validation=data.has_validation, record=epochs_run) + list(callbacks)
+    _mark_resume(cfg, data_fingerprint=data.dataset_version)
+    model, embedding_layer, extra = _fit(cfg, data=data, strategy=strategy, callbacks=cbs)
     history = _read_history(os.path.join(cfg.model_dir, "history.csv"))
-    files = {"training_curves_png": plots.plot_history(history, path=os.path.join(cfg.model_dir, "training_curves.png"))}
-    metrics: dict[str, Any] = {}
-    if eval_split:
-        batch = backbone.INFERENCE_BATCH if cfg.backbone else 256
-        pred = evaluate.predict_split(exported, cfg.data, metadata=metadata, split=eval_split, batch_size=batch)
-        if len(pred["probs"]):
-            metrics = evaluate.evaluate_predictions(
-                pred["probs"], pred["label_index"], pred["track_id"], labels=metadata.labels
-            )
-            metrics["split"] = eval_split
-            files.update(evaluate.write_evaluation(cfg.model_dir, metrics, labels=metadata.labels))
-    else:
-        logger.warning("no test or validation split in %s: metrics.json holds no evaluation", cfg.data)
-    metrics.update(
-        data=cfg.data, data_fingerprint=fingerprint,
-        history=history, files={k: os.path.basename(v) for k, v in files.items()},
-    )
+    metrics = _evaluate(cfg, model, data=data, history=history)
     if chief:
         write_json_atomic(os.path.join(cfg.model_dir, "metrics.json"), metrics)
-    card = export.save_model_dir(
-        cfg.model_dir, model=exported, metadata=metadata, data_dir=cfg.data,
-        embedding_layer=embedding_layer,
-        metrics=evaluate.headline(metrics) if "track" in metrics else {},
-        extra={"training": dataclasses.asdict(cfg), "epochs_completed": len(history.get("epoch", [])), **extra},
-    )
+    card = _export(cfg, model, data=data, metrics=metrics, embedding_layer=embedding_layer,
+                   extra={"epochs_completed": len(history.get("epoch", [])), **extra})
     summary = {
         "model_dir": cfg.model_dir,
         "model_version": card.model_version,
@@ -435,6 +412,96 @@ def train(cfg: TrainConfig, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     }
     logger.info("training summary: %s", json.dumps(summary))
     return summary
+
+
+def _check_data(cfg: TrainConfig) -> _Data:
+    """Check the options, the data's ``metadata.json``, a resumed run's data and the backbone, before any work.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        With the problems found.
+    """
+    from training import data, export
+    from transforms.metadata import read_metadata
+
+    problems = config_problems(cfg)
+    if problems:
+        raise ValueError("; ".join(problems))
+    metadata = read_metadata(cfg.data)
+    version = export.dataset_version(cfg.data)
+    check_resume(cfg, data_fingerprint=version)
+    params = metadata.spectrogram
+    logger.info(
+        "data %s: %s shards, %d labels, mel %s, train segments %d",
+        cfg.data, metadata.format, len(metadata.labels), params.mel_shape, data.split_size(metadata, "train"),
+    )
+    if cfg.backbone:  # fail before any work: wrong front end, or weights not installed
+        from training import backbone
+
+        backbone.check_ready(params, backbone=cfg.backbone)
+    has_validation = bool(metadata.shard_names("validation")) and data.split_size(metadata, "validation") != 0
+    return _Data(metadata=metadata, dataset_version=version, has_validation=has_validation)
+
+
+def _fit(cfg: TrainConfig, *, data: _Data, strategy: Any, callbacks: Sequence[Any]) -> tuple[Any, str, dict]:
+    """Train the model ``cfg`` asks for: -> (float32 model to export, its embedding layer, extra model.json fields)."""
+    if cfg.backbone:
+        from training import backbone
+
+        with strategy.scope():
+            return backbone.fit(cfg, metadata=data.metadata, callbacks=callbacks)
+    from training.model import EMBEDDING_LAYER
+
+    model = _fit_cnn(cfg, metadata=data.metadata, strategy=strategy, has_validation=data.has_validation,
+                     callbacks=callbacks)
+    return model, EMBEDDING_LAYER, {}
+
+
+def _evaluate(cfg: TrainConfig, model: Any, *, data: _Data, history: dict[str, list]) -> dict[str, Any]:
+    """Plot the curves and evaluate on the evaluation split: -> the contents of ``metrics.json``."""
+    from training import evaluate, plots
+
+    files = {"training_curves_png": plots.plot_history(history, path=os.path.join(cfg.model_dir, "training_curves.png"))}
+    metrics: dict[str, Any] = {}
+    split = data.eval_split(cfg.eval_split)
+    if split:
+        pred = evaluate.predict_split(model, cfg.data, metadata=data.metadata, split=split,
+                                      batch_size=_inference_batch(cfg))
+        if len(pred["probs"]):
+            metrics = evaluate.evaluate_predictions(
+                pred["probs"], pred["label_index"], pred["track_id"], labels=data.metadata.labels
+            )
+            metrics["split"] = split
+            files.update(evaluate.write_evaluation(cfg.model_dir, metrics, labels=data.metadata.labels))
+    else:
+        logger.warning("no test or validation split in %s: metrics.json holds no evaluation", cfg.data)
+    metrics.update(
+        data=cfg.data, data_fingerprint=data.dataset_version,
+        history=history, files={k: os.path.basename(v) for k, v in files.items()},
+    )
+    return metrics
+
+
+def _inference_batch(cfg: TrainConfig) -> int:
+    if cfg.backbone:
+        from training import backbone
+
+        return backbone.INFERENCE_BATCH
+    return 256
+
+
+def _export(cfg: TrainConfig, model: Any, *, data: _Data, metrics: dict[str, Any], embedding_layer: str,
+            extra: dict[str, Any]) -> Any:
+    """Write ``model.keras`` and ``model.json`` (last) to the model dir; -> the :class:`ModelCard`."""
+    from training import evaluate, export
+
+    return export.save_model_dir(
+        cfg.model_dir, model=model, metadata=data.metadata, data_dir=cfg.data,
+        embedding_layer=embedding_layer,
+        metrics=evaluate.headline(metrics) if "track" in metrics else {},
+        extra={"training": dataclasses.asdict(cfg), **extra},
+    )
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
