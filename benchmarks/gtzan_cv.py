@@ -91,7 +91,7 @@ def recipe_architecture(args: argparse.Namespace) -> Any:
     return dataclasses.replace(arch, **changes)
 
 
-def cnn_probabilities(d: dict, test_clips: np.ndarray, args: argparse.Namespace, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def cnn_probabilities(d: dict, test_clips: np.ndarray, args: argparse.Namespace, seed: int, params: SpectrogramParams) -> tuple[np.ndarray, np.ndarray]:
     """Train the recipe on every clip but ``test_clips``; per-track probabilities of the test clips.
 
     Returns
@@ -121,7 +121,9 @@ def cnn_probabilities(d: dict, test_clips: np.ndarray, args: argparse.Namespace,
                   label_smoothing=args.label_smoothing)
     aug = data.Augment(mixup_alpha=args.mixup, freq_mask_width=args.freq_mask, time_mask_width=args.time_mask,
                        freq_masks=2 if args.freq_mask else 0, time_masks=2 if args.time_mask else 0,
-                       time_shift=args.time_shift, gain_db=args.gain_db)
+                       time_shift=args.time_shift, gain_db=args.gain_db, pitch_shift=args.pitch_shift,
+                       band_hz=tuple(spectrogram.mel_band_centres(params)) if args.pitch_shift else (),
+                       time_stretch=args.time_stretch)
 
     def finish(mel, label):
         y = tf.one_hot(label, n_classes)
@@ -175,6 +177,8 @@ def main() -> None:
     ap.add_argument("--time-shift", action=argparse.BooleanOptionalAction, default=d.time_shift,
                     help="random circular time shift of training segments")
     ap.add_argument("--gain-db", type=float, default=d.gain_db, help="random level offset, dB (0 = off)")
+    ap.add_argument("--pitch-shift", type=float, default=d.pitch_shift, help="max pitch shift, semitones (0 = off)")
+    ap.add_argument("--time-stretch", type=float, default=d.time_stretch, help="max tempo change, fraction (0 = off)")
     ap.add_argument("--no-cnn", action="store_true", help="baseline only")
     args = ap.parse_args()
     params = SpectrogramParams()
@@ -195,7 +199,7 @@ def main() -> None:
             probs = []
             for seed in args.seeds:
                 t = time.time()
-                p, true = cnn_probabilities(d, test_clips, args, seed * 100 + f)
+                p, true = cnn_probabilities(d, test_clips, args, seed * 100 + f, params)
                 probs.append(p)
                 per_seed.setdefault(seed, []).append(balanced_accuracy(true, p.argmax(1), labels))
                 print(f"fold {f} seed {seed}: cnn {per_seed[seed][-1]:.2f} ({time.time() - t:.0f} s)", flush=True)
