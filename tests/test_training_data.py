@@ -170,3 +170,57 @@ def test_gain_adds_one_bounded_offset_per_segment():
     offset = (out - mel).reshape(8, -1)
     np.testing.assert_allclose(offset, offset[:, :1].repeat(offset.shape[1], axis=1), atol=1e-4)
     assert (np.abs(offset) <= 6.0 + 1e-4).all() and np.ptp(offset[:, 0]) > 0
+
+
+def test_pitch_shift_moves_a_tone_to_the_band_of_the_shifted_tone():
+    # Independent reference: the log-mel of a real tone at f * 2 ** (s / 12).
+    from transforms import spectrogram
+    from transforms.spec import SpectrogramParams
+
+    params = SpectrogramParams()
+    mel_fb = spectrogram.mel_filter(params)
+    t = np.arange(params.segment_samples) / params.sample_rate
+
+    def tone(hz):
+        return spectrogram.log_mel(np.sin(2 * np.pi * hz * t)[np.newaxis].astype(np.float32), mel=mel_fb)
+
+    sources = data.pitch_shift_sources(spectrogram.mel_band_centres(params), max_semitones=5, step=5)
+    assert sources.shape == (3, params.n_mels)
+    np.testing.assert_allclose(sources[1], np.arange(params.n_mels), atol=1e-4)  # the 0 shift
+    for f0 in (440.0, 1500.0):
+        shifted = data._resample_axis(tf.constant(np.repeat(tone(f0), 3, axis=0)), tf.constant(sources), 1,
+                                      wrap=False).numpy()
+        for row, semitones in ((0, -5), (2, 5)):
+            want = tone(f0 * 2 ** (semitones / 12))[0].mean(axis=1).argmax()
+            got = shifted[row].mean(axis=1).argmax()
+            assert abs(int(got) - int(want)) <= 1, (f0, semitones, got, want)
+
+
+def test_augment_pitch_shift_draws_a_shift_per_segment():
+    band_hz = tuple(np.geomspace(50, 8000, 32))
+    mel = np.zeros((16, 32, 10), np.float32)
+    mel[:, 16, :] = 1.0
+    aug = data.Augment(freq_masks=0, time_masks=0, pitch_shift=4, band_hz=band_hz)
+    out = data.augment_batch(tf.constant(mel), tf.one_hot(np.zeros(16, int), 2), tf.ones(16), augment=aug,
+                             seed=2)[0].numpy()
+    centre = (out[:, :, 0] * np.arange(32)).sum(axis=1) / out[:, :, 0].sum(axis=1)
+    # 4 semitones at 32 log-spaced bands over 7.3 octaves is at most ~1.5 bands
+    assert np.abs(centre - 16).max() <= 1.6 and np.ptp(centre) > 0.5
+    with pytest.raises(ValueError, match="band_hz"):
+        data.Augment(pitch_shift=2)
+
+
+def test_time_stretch_resamples_time_at_a_bounded_rate_per_segment():
+    n_frames = 130
+    ramp = np.broadcast_to(np.arange(n_frames, dtype=np.float32), (12, 3, n_frames)).copy()
+    out = data._time_stretch(tf.constant(ramp), 0.2, seed=5).numpy()
+    rates = []
+    for o in out:
+        step = np.diff(o[0])
+        rate = np.median(step)
+        # every step is the rate but the (at most 2 x 2) around a wrap from the last frame to the first
+        assert (np.abs(step - rate) < 1e-3).sum() >= n_frames - 1 - 4
+        rates.append(rate)
+    assert min(rates) >= 0.8 - 1e-4 and max(rates) <= 1.2 + 1e-4 and np.ptp(rates) > 0.05
+    with pytest.raises(ValueError, match="time_stretch"):
+        data.Augment(time_stretch=1.5)

@@ -38,6 +38,7 @@ __all__ = [
     "mel_dataset",
     "load_split",
     "augment_batch",
+    "pitch_shift_sources",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,18 @@ class Augment:
     gain_db : float
         Add a uniform random offset in ``[-gain_db, gain_db]`` dB to each whole segment (playback
         level and mastering loudness are not the genre); 0 disables it.
+    pitch_shift : float
+        Largest pitch shift, semitones: each segment is shifted by its own uniform draw in
+        ``[-pitch_shift, pitch_shift]`` (quantised to 1/4 semitone) by resampling the mel axis at
+        the bands' centre frequencies divided by ``2 ** (s / 12)`` (:func:`pitch_shift_sources`);
+        0 disables it.  Needs ``band_hz``.
+    band_hz : tuple of float
+        Centre frequency of each mel band, Hz, shape ``(n_mels,)``
+        (:func:`transforms.spectrogram.mel_band_centres`); only read by the pitch shift.
+    time_stretch : float
+        Largest relative tempo change: each segment is resampled along time at a uniform rate in
+        ``[1 - time_stretch, 1 + time_stretch]`` (linear interpolation, circular like the time
+        shift, from a random start frame); 0 disables it.
     """
 
     freq_masks: int = 2
@@ -81,6 +94,15 @@ class Augment:
     mixup_alpha: float = 0.0
     time_shift: bool = False
     gain_db: float = 0.0
+    pitch_shift: float = 0.0
+    band_hz: tuple[float, ...] = ()
+    time_stretch: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.pitch_shift > 0 and not self.band_hz:
+            raise ValueError("Augment.pitch_shift needs band_hz, the centre frequency of each mel band")
+        if not 0 <= self.time_stretch < 1:
+            raise ValueError(f"Augment.time_stretch must be in [0, 1), got {self.time_stretch}")
 
     @classmethod
     def none(cls) -> "Augment":
@@ -296,6 +318,81 @@ def _time_shift(mel: Any, seed: int | None) -> Any:
     return tf.gather(mel, idx, axis=2, batch_dims=1)
 
 
+def pitch_shift_sources(band_hz: np.ndarray, *, max_semitones: float, step: float = 0.25) -> np.ndarray:
+    """Where each mel band reads from under each pitch shift: fractional band indexes.
+
+    A shift by ``s`` semitones moves the content at frequency ``f`` to ``f * 2 ** (s / 12)``, so
+    band ``m`` of the shifted spectrogram takes the value the original has at
+    ``band_hz[m] / 2 ** (s / 12)``, found by linear interpolation between band centres (clamped to
+    the first and last band at the edges).  The mel bands' widths are ignored: a dB spectrogram's
+    level per band changes little with the shift.
+
+    Parameters
+    ----------
+    band_hz : np.ndarray, float, shape (n_mels,)
+        Centre frequency of each mel band, Hz, increasing.
+    max_semitones : float
+        Largest shift, semitones (> 0).
+    step : float
+        Spacing of the shifts, semitones.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (n_shifts, n_mels)
+        Row ``k`` holds the source band index of every band for the shift
+        ``-max_semitones + k * step``; ``n_shifts = 2 * round(max_semitones / step) + 1``.
+    """
+    band_hz = np.asarray(band_hz, np.float64)
+    half = max(1, int(round(max_semitones / step)))
+    shifts = np.arange(-half, half + 1) * step
+    bands = np.arange(len(band_hz), dtype=np.float64)
+    rows = [np.interp(band_hz / 2.0 ** (s / 12.0), band_hz, bands) for s in shifts]
+    return np.stack(rows).astype(np.float32)
+
+
+def _resample_axis(mel: Any, source: Any, axis: int, *, wrap: bool) -> Any:
+    """Linear interpolation of ``mel`` (batch, n_mels, n_frames) at fractional ``source`` indexes
+    (batch, size) along ``axis`` (1 or 2); indexes wrap around when ``wrap``, else are clamped."""
+    import tensorflow as tf
+
+    size = tf.shape(mel)[axis]
+    lo = tf.floor(source)
+    frac = source - lo
+    lo = tf.cast(lo, tf.int32)
+    hi = lo + 1
+    if wrap:
+        lo, hi = lo % size, hi % size
+    else:
+        lo, hi = tf.clip_by_value(lo, 0, size - 1), tf.clip_by_value(hi, 0, size - 1)
+    frac = frac[:, :, tf.newaxis] if axis == 1 else frac[:, tf.newaxis, :]
+    a = tf.gather(mel, lo, axis=axis, batch_dims=1)
+    b = tf.gather(mel, hi, axis=axis, batch_dims=1)
+    return a * (1.0 - frac) + b * frac
+
+
+def _pitch_shift(mel: Any, sources: np.ndarray, seed: int | None) -> Any:
+    """Shift each segment of ``(batch, n_mels, n_frames)`` by one random row of ``sources``
+    (:func:`pitch_shift_sources`)."""
+    import tensorflow as tf
+
+    table = tf.constant(sources)
+    pick = tf.random.uniform((tf.shape(mel)[0],), 0, sources.shape[0], dtype=tf.int32, seed=_derive_seed(seed, 6))
+    return _resample_axis(mel, tf.gather(table, pick), 1, wrap=False)
+
+
+def _time_stretch(mel: Any, max_change: float, seed: int | None) -> Any:
+    """Resample each segment along time at its own rate in ``[1 - c, 1 + c]`` from a random start,
+    circularly: frame ``t`` of the result is the input at ``start + t * rate`` (mod ``n_frames``)."""
+    import tensorflow as tf
+
+    batch, n_frames = tf.shape(mel)[0], tf.shape(mel)[2]
+    rate = tf.random.uniform((batch, 1), 1.0 - max_change, 1.0 + max_change, seed=_derive_seed(seed, 7, 0))
+    frames = tf.cast(n_frames, tf.float32)
+    start = tf.random.uniform((batch, 1), 0.0, 1.0, seed=_derive_seed(seed, 7, 1)) * frames
+    source = start + tf.cast(tf.range(n_frames), tf.float32)[tf.newaxis, :] * rate
+    return _resample_axis(mel, source, 2, wrap=True)
+
+
 def _gain(mel: Any, gain_db: float, seed: int | None) -> Any:
     """Add one uniform random offset in ``[-gain_db, gain_db]`` (dB) to each whole segment."""
     import tensorflow as tf
@@ -459,7 +556,8 @@ def _sample_weights(metadata: DatasetMetadata, *, split: str, counts: np.ndarray
 
 
 def augment_batch(mel: Any, y: Any, w: Any, *, augment: Augment, seed: int | None = None) -> tuple[Any, Any, Any]:
-    """Apply ``augment`` to one training batch: time shift, gain, SpecAugment masks, then mixup.
+    """Apply ``augment`` to one training batch: pitch shift, time stretch, time shift, gain,
+    SpecAugment masks, then mixup.
 
     Parameters
     ----------
@@ -479,6 +577,11 @@ def augment_batch(mel: Any, y: Any, w: Any, *, augment: Augment, seed: int | Non
     (mel, y, w)
         Same shapes; ``y`` and ``w`` change only under mixup.
     """
+    if augment.pitch_shift > 0:
+        sources = pitch_shift_sources(np.asarray(augment.band_hz), max_semitones=augment.pitch_shift)
+        mel = _pitch_shift(mel, sources, seed)
+    if augment.time_stretch > 0:
+        mel = _time_stretch(mel, augment.time_stretch, seed)
     if augment.time_shift:
         mel = _time_shift(mel, seed)
     if augment.gain_db > 0:

@@ -57,6 +57,8 @@ class TrainConfig:
     time_mask: int = 20
     time_shift: bool = False
     gain_db: float = 0.0
+    pitch_shift: float = 0.0
+    time_stretch: float = 0.0
     balance: str = "weights"
     max_segments_per_class: int | None = None
     early_stopping: int = 0
@@ -100,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="roll each training segment along time by a random number of frames")
     p.add_argument("--gain-db", type=float, default=d.gain_db,
                    help="add a random level offset in [-g, g] dB to each training segment; 0 = off")
+    p.add_argument("--pitch-shift", type=float, default=d.pitch_shift,
+                   help="shift each training segment by a random pitch in [-s, s] semitones "
+                        "(resampling the mel axis); 0 = off")
+    p.add_argument("--time-stretch", type=float, default=d.time_stretch,
+                   help="resample each training segment along time at a random rate in [1-r, 1+r] "
+                        "(a tempo change); 0 = off")
     p.add_argument("--balance", choices=("weights", "resample", "none"), default=d.balance,
                    help="class imbalance: class-weighted loss, equal-probability resampling, or none")
     p.add_argument("--max-segments-per-class", type=int, default=None,
@@ -286,11 +294,14 @@ def segment_datasets(cfg: TrainConfig, *, metadata: Any, has_validation: bool) -
     """The augmented, balanced training batches (and steps per epoch) and the validation batches
     (``None`` without a validation split) that ``cfg`` asks for."""
     from training import data
+    from transforms.spectrogram import mel_band_centres
 
     augment = data.Augment(
         freq_masks=2 if cfg.freq_mask else 0, freq_mask_width=cfg.freq_mask,
         time_masks=2 if cfg.time_mask else 0, time_mask_width=cfg.time_mask, mixup_alpha=cfg.mixup,
-        time_shift=cfg.time_shift, gain_db=cfg.gain_db,
+        time_shift=cfg.time_shift, gain_db=cfg.gain_db, pitch_shift=cfg.pitch_shift,
+        band_hz=tuple(mel_band_centres(metadata.spectrogram)) if cfg.pitch_shift else (),
+        time_stretch=cfg.time_stretch,
     )
     train_ds, steps = data.training_dataset(
         cfg.data, metadata=metadata, batch_size=cfg.batch_size, balance=cfg.balance,

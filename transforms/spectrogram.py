@@ -17,7 +17,7 @@ import scipy.sparse
 
 from transforms.spec import LOGC_GAIN, SpectrogramParams
 
-__all__ = ["MelFilter", "mel_filter", "log_mel", "power_to_log"]
+__all__ = ["MelFilter", "mel_filter", "mel_band_centres", "log_mel", "power_to_log"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,20 @@ def mel_filter(params: SpectrogramParams) -> MelFilter:
     return MelFilter(
         params=params, window=window, basis=basis, sparse_basis=scipy.sparse.csr_array(basis)
     )
+
+
+def mel_band_centres(params: SpectrogramParams) -> np.ndarray:
+    """Centre (peak) frequency of each band of :func:`mel_filter`'s filterbank.
+
+    Returns
+    -------
+    np.ndarray, float64, shape (n_mels,)
+        Hz, increasing: band ``m`` of the filterbank peaks at element ``m``.
+    """
+    import librosa
+
+    edges = librosa.mel_frequencies(n_mels=params.n_mels + 2, fmin=params.fmin, fmax=params.effective_fmax)
+    return edges[1:-1]
 
 
 def _frames(segments: np.ndarray, params: SpectrogramParams) -> np.ndarray:
