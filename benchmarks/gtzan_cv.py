@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from transforms import audio, spectrogram
-from training.train import TrainConfig
+from training.train import AUGMENT_FLAGS, TrainConfig, add_augment_arguments, augment_from_flags
 from transforms.spec import SpectrogramParams
 
 
@@ -121,11 +121,8 @@ def cnn_probabilities(d: dict, test_clips: np.ndarray, args: argparse.Namespace,
     compile_model(model, learning_rate=args.learning_rate, total_steps=steps * args.epochs,
                   warmup_steps=steps * args.warmup_epochs, weight_decay=args.weight_decay,
                   label_smoothing=args.label_smoothing)
-    aug = data.Augment(mixup_alpha=args.mixup, freq_mask_width=args.freq_mask, time_mask_width=args.time_mask,
-                       freq_masks=2 if args.freq_mask else 0, time_masks=2 if args.time_mask else 0,
-                       time_shift=args.time_shift, gain_db=args.gain_db, pitch_shift=args.pitch_shift,
-                       band_hz=tuple(spectrogram.mel_band_centres(params)) if args.pitch_shift else (),
-                       time_stretch=args.time_stretch)
+    aug = augment_from_flags({flag: getattr(args, flag) for flag in AUGMENT_FLAGS})
+    aug = dataclasses.replace(aug, band_hz=tuple(spectrogram.mel_band_centres(params)))
 
     def finish(mel, label):
         y = tf.one_hot(label, n_classes)
@@ -175,14 +172,7 @@ def main() -> None:
     ap.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     ap.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing")
-    ap.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0 = off)")
-    ap.add_argument("--freq-mask", type=int, default=d.freq_mask, help="max frequency mask width (0 = off)")
-    ap.add_argument("--time-mask", type=int, default=d.time_mask, help="max time mask width (0 = off)")
-    ap.add_argument("--time-shift", action=argparse.BooleanOptionalAction, default=d.time_shift,
-                    help="random circular time shift of training segments")
-    ap.add_argument("--gain-db", type=float, default=d.gain_db, help="random level offset, dB (0 = off)")
-    ap.add_argument("--pitch-shift", type=float, default=d.pitch_shift, help="max pitch shift, semitones (0 = off)")
-    ap.add_argument("--time-stretch", type=float, default=d.time_stretch, help="max tempo change, fraction (0 = off)")
+    add_augment_arguments(ap)  # the trainer's augmentation flags, same defaults
     ap.add_argument("--no-cnn", action="store_true", help="baseline only")
     args = ap.parse_args()
     params = SpectrogramParams()

@@ -93,7 +93,7 @@ def test_existing_switch_spellings_still_parse():
     assert train.parse_args(BASE).cache is True and train.parse_args([*BASE, "--no-cache"]).cache is False
     assert train.parse_args(BASE).mixed_precision is False
     assert train.parse_args([*BASE, "--mixed-precision"]).mixed_precision is True
-    assert train.parse_args([*BASE, "--time-shift"]).time_shift is True
+    assert train.parse_args([*BASE, "--time-shift"]).augment.time_shift is True
     assert demo.config_from_args(["--quick"]) == demo.config_from_args(["--quick", "--no-quick", "--quick"])
     assert demo.config_from_args(["--quick"]) != demo.config_from_args(["--no-quick"])
 

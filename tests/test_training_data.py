@@ -207,7 +207,8 @@ def test_augment_pitch_shift_draws_a_shift_per_segment():
     # 4 semitones at 32 log-spaced bands over 7.3 octaves is at most ~1.5 bands
     assert np.abs(centre - 16).max() <= 1.6 and np.ptp(centre) > 0.5
     with pytest.raises(ValueError, match="band_hz"):
-        data.Augment(pitch_shift=2)
+        data.augment_batch(tf.constant(mel), tf.one_hot(np.zeros(16, int), 2), tf.ones(16),
+                           augment=data.Augment(pitch_shift=2))
 
 
 def test_time_stretch_resamples_time_at_a_bounded_rate_per_segment():
@@ -223,4 +224,5 @@ def test_time_stretch_resamples_time_at_a_bounded_rate_per_segment():
         rates.append(rate)
     assert min(rates) >= 0.8 - 1e-4 and max(rates) <= 1.2 + 1e-4 and np.ptp(rates) > 0.05
     with pytest.raises(ValueError, match="time_stretch"):
-        data.Augment(time_stretch=1.5)
+        data.augment_batch(tf.constant(ramp), tf.one_hot(np.zeros(12, int), 2), tf.ones(12),
+                           augment=data.Augment(time_stretch=1.5))

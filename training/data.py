@@ -77,7 +77,8 @@ class Augment:
         Largest pitch shift, semitones: each segment is shifted by its own uniform draw in
         ``[-pitch_shift, pitch_shift]`` (quantised to 1/4 semitone) by resampling the mel axis at
         the bands' centre frequencies divided by ``2 ** (s / 12)`` (:func:`pitch_shift_sources`);
-        0 disables it.  Needs ``band_hz``.
+        0 disables it.  Needs ``band_hz``, which :func:`training_dataset` fills in from the data's
+        spectrogram parameters.
     band_hz : tuple of float
         Centre frequency of each mel band, Hz, shape ``(n_mels,)``
         (:func:`transforms.spectrogram.mel_band_centres`); only read by the pitch shift.
@@ -97,12 +98,6 @@ class Augment:
     pitch_shift: float = 0.0
     band_hz: tuple[float, ...] = ()
     time_stretch: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.pitch_shift > 0 and not self.band_hz:
-            raise ValueError("Augment.pitch_shift needs band_hz, the centre frequency of each mel band")
-        if not 0 <= self.time_stretch < 1:
-            raise ValueError(f"Augment.time_stretch must be in [0, 1), got {self.time_stretch}")
 
     @classmethod
     def none(cls) -> "Augment":
@@ -477,6 +472,10 @@ def training_dataset(
     weight_table = tf.constant(_sample_weights(metadata, split=split, counts=counts, balance=balance,
                                                max_segments_per_class=max_segments_per_class), tf.float32)
     augment = augment or Augment.none()
+    if augment.pitch_shift > 0 and not augment.band_hz:
+        from transforms.spectrogram import mel_band_centres
+
+        augment = dataclasses.replace(augment, band_hz=tuple(mel_band_centres(metadata.spectrogram)))
 
     def finish(mel, label):
         y = tf.one_hot(label, n_classes, dtype=tf.float32)
@@ -578,9 +577,13 @@ def augment_batch(mel: Any, y: Any, w: Any, *, augment: Augment, seed: int | Non
         Same shapes; ``y`` and ``w`` change only under mixup.
     """
     if augment.pitch_shift > 0:
+        if not augment.band_hz:
+            raise ValueError("Augment.pitch_shift needs band_hz, the centre frequency of each mel band")
         sources = pitch_shift_sources(np.asarray(augment.band_hz), max_semitones=augment.pitch_shift)
         mel = _pitch_shift(mel, sources, seed)
     if augment.time_stretch > 0:
+        if augment.time_stretch >= 1:
+            raise ValueError(f"Augment.time_stretch must be in [0, 1), got {augment.time_stretch}")
         mel = _time_stretch(mel, augment.time_stretch, seed)
     if augment.time_shift:
         mel = _time_shift(mel, seed)

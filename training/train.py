@@ -28,6 +28,7 @@ import time
 from typing import Any, Iterator, Sequence
 
 from genreflow.args import parse_args_strict, run_command
+from training.data import Augment
 from training.model import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from training.musicnn import BACKBONES
 from transforms.spec import SPLITS
@@ -37,6 +38,15 @@ __all__ = ["TrainConfig", "parse_args", "config_problems", "check_resume", "make
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
+
+#: The training augmentation of the default recipe (mixup 0.3, two SpecAugment masks each way).
+DEFAULT_AUGMENT = Augment(mixup_alpha=0.3)
+
+#: ``genreflow train`` augmentation flag (its argparse dest) -> the :class:`Augment` field it sets.
+AUGMENT_FLAGS = {
+    "mixup": "mixup_alpha", "freq_mask": "freq_mask_width", "time_mask": "time_mask_width",
+    "time_shift": "time_shift", "gain_db": "gain_db", "pitch_shift": "pitch_shift", "time_stretch": "time_stretch",
+}
 
 
 @dataclasses.dataclass
@@ -52,13 +62,7 @@ class TrainConfig:
     warmup_epochs: int = 2
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
-    mixup: float = 0.3
-    freq_mask: int = 16
-    time_mask: int = 20
-    time_shift: bool = False
-    gain_db: float = 0.0
-    pitch_shift: float = 0.0
-    time_stretch: float = 0.0
+    augment: Augment = DEFAULT_AUGMENT
     balance: str = "weights"
     max_segments_per_class: int | None = None
     early_stopping: int = 0
@@ -74,6 +78,44 @@ class TrainConfig:
     fine_tune_epochs: int = 5
     fine_tune_learning_rate: float = 1e-4
     feature_cache: bool = True
+
+
+def _flag_default(flag: str) -> Any:
+    """Default of an augmentation flag: its field of :data:`DEFAULT_AUGMENT`."""
+    return getattr(DEFAULT_AUGMENT, AUGMENT_FLAGS[flag])
+
+
+def augment_from_flags(flags: dict[str, Any]) -> Augment:
+    """The :class:`Augment` that the augmentation flags (``{dest: value}``, every key of
+    :data:`AUGMENT_FLAGS`) ask for: two masks of each kind whose width is above 0."""
+    fields = {AUGMENT_FLAGS[flag]: value for flag, value in flags.items()}
+    return Augment(freq_masks=2 if fields["freq_mask_width"] else 0,
+                   time_masks=2 if fields["time_mask_width"] else 0, **fields)
+
+
+def _option(cfg: TrainConfig, flag: str) -> Any:
+    """The value of ``--flag`` in ``cfg`` (augmentation flags live in ``cfg.augment``)."""
+    return getattr(cfg.augment, AUGMENT_FLAGS[flag]) if flag in AUGMENT_FLAGS else getattr(cfg, flag)
+
+
+def add_augment_arguments(p: argparse.ArgumentParser) -> None:
+    """The training augmentation flags (:data:`AUGMENT_FLAGS`), defaults from :data:`DEFAULT_AUGMENT`;
+    :func:`augment_from_flags` turns the parsed values into an :class:`Augment`."""
+    p.add_argument("--mixup", type=float, default=_flag_default("mixup"), help="mixup Beta(alpha, alpha); 0 = off")
+    p.add_argument("--freq-mask", type=int, default=_flag_default("freq_mask"),
+                   help="SpecAugment: widest frequency mask in mel bands (2 masks); 0 = off")
+    p.add_argument("--time-mask", type=int, default=_flag_default("time_mask"),
+                   help="SpecAugment: widest time mask in frames (2 masks); 0 = off")
+    p.add_argument("--time-shift", action=argparse.BooleanOptionalAction, default=_flag_default("time_shift"),
+                   help="roll each training segment along time by a random number of frames")
+    p.add_argument("--gain-db", type=float, default=_flag_default("gain_db"),
+                   help="add a random level offset in [-g, g] dB to each training segment; 0 = off")
+    p.add_argument("--pitch-shift", type=float, default=_flag_default("pitch_shift"),
+                   help="shift each training segment by a random pitch in [-s, s] semitones "
+                        "(resampling the mel axis); 0 = off")
+    p.add_argument("--time-stretch", type=float, default=_flag_default("time_stretch"),
+                   help="resample each training segment along time at a random rate in [1-r, 1+r] "
+                        "(a tempo change); 0 = off")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,21 +135,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="linear warm-up epochs before the cosine decay to zero")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing")
-    p.add_argument("--mixup", type=float, default=d.mixup, help="mixup Beta(alpha, alpha); 0 = off")
-    p.add_argument("--freq-mask", type=int, default=d.freq_mask,
-                   help="SpecAugment: widest frequency mask in mel bands (2 masks); 0 = off")
-    p.add_argument("--time-mask", type=int, default=d.time_mask,
-                   help="SpecAugment: widest time mask in frames (2 masks); 0 = off")
-    p.add_argument("--time-shift", action=argparse.BooleanOptionalAction, default=d.time_shift,
-                   help="roll each training segment along time by a random number of frames")
-    p.add_argument("--gain-db", type=float, default=d.gain_db,
-                   help="add a random level offset in [-g, g] dB to each training segment; 0 = off")
-    p.add_argument("--pitch-shift", type=float, default=d.pitch_shift,
-                   help="shift each training segment by a random pitch in [-s, s] semitones "
-                        "(resampling the mel axis); 0 = off")
-    p.add_argument("--time-stretch", type=float, default=d.time_stretch,
-                   help="resample each training segment along time at a random rate in [1-r, 1+r] "
-                        "(a tempo change); 0 = off")
+    add_augment_arguments(p)
     p.add_argument("--balance", choices=("weights", "resample", "none"), default=d.balance,
                    help="class imbalance: class-weighted loss, equal-probability resampling, or none")
     p.add_argument("--max-segments-per-class", type=int, default=None,
@@ -148,8 +176,8 @@ def config_problems(cfg: TrainConfig) -> list[str]:
     problems = []
     for name, low in (("epochs", 1), ("batch_size", 1), ("shuffle_buffer", 1), ("warmup_epochs", 0),
                       ("freq_mask", 0), ("time_mask", 0), ("early_stopping", 0), ("fine_tune_epochs", 1)):
-        if getattr(cfg, name) < low:
-            problems.append(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(cfg, name)}")
+        if _option(cfg, name) < low:
+            problems.append(f"--{name.replace('_', '-')} must be >= {low}, got {_option(cfg, name)}")
     if cfg.max_segments_per_class is not None and cfg.max_segments_per_class < 1:
         problems.append(f"--max-segments-per-class must be >= 1, got {cfg.max_segments_per_class}")
     for name in ("learning_rate", "fine_tune_learning_rate"):
@@ -157,9 +185,11 @@ def config_problems(cfg: TrainConfig) -> list[str]:
             problems.append(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
     if not 0 <= cfg.label_smoothing < 1:
         problems.append(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    for name in ("weight_decay", "mixup", "gain_db"):
-        if not getattr(cfg, name) >= 0:  # also refuses NaN
-            problems.append(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("weight_decay", "mixup", "gain_db", "pitch_shift"):
+        if not _option(cfg, name) >= 0:  # also refuses NaN
+            problems.append(f"--{name.replace('_', '-')} must be >= 0, got {_option(cfg, name)}")
+    if not 0 <= cfg.augment.time_stretch < 1:
+        problems.append(f"--time-stretch must be in [0, 1), got {cfg.augment.time_stretch}")
     if os.path.exists(cfg.model_dir) and not os.path.isdir(cfg.model_dir):
         problems.append(f"--model-dir {cfg.model_dir} is a file, not a folder")
     if os.path.exists(cfg.data) and not os.path.isdir(cfg.data):
@@ -172,7 +202,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     mean") or a value that cannot make a useful run (:func:`config_problems`)."""
     parser = _parser()
     args, _ = parse_args_strict(parser, argv)
-    cfg = TrainConfig(**vars(args))
+    values = vars(args)
+    augment = augment_from_flags({flag: values.pop(flag) for flag in AUGMENT_FLAGS})
+    cfg = TrainConfig(**values, augment=augment)
     problems = config_problems(cfg)
     if problems:
         parser.error("; ".join(problems))
@@ -294,18 +326,10 @@ def segment_datasets(cfg: TrainConfig, *, metadata: Any, has_validation: bool) -
     """The augmented, balanced training batches (and steps per epoch) and the validation batches
     (``None`` without a validation split) that ``cfg`` asks for."""
     from training import data
-    from transforms.spectrogram import mel_band_centres
 
-    augment = data.Augment(
-        freq_masks=2 if cfg.freq_mask else 0, freq_mask_width=cfg.freq_mask,
-        time_masks=2 if cfg.time_mask else 0, time_mask_width=cfg.time_mask, mixup_alpha=cfg.mixup,
-        time_shift=cfg.time_shift, gain_db=cfg.gain_db, pitch_shift=cfg.pitch_shift,
-        band_hz=tuple(mel_band_centres(metadata.spectrogram)) if cfg.pitch_shift else (),
-        time_stretch=cfg.time_stretch,
-    )
     train_ds, steps = data.training_dataset(
         cfg.data, metadata=metadata, batch_size=cfg.batch_size, balance=cfg.balance,
-        max_segments_per_class=cfg.max_segments_per_class, augment=augment,
+        max_segments_per_class=cfg.max_segments_per_class, augment=cfg.augment,
         shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache, seed=cfg.seed,
     )
     val_ds = (
