@@ -61,7 +61,7 @@ test-scale-out: flink-setup
 # Prism, Beam's portable local runner (a Go binary), built from the Go module proxy into .prism/bin
 # (git-ignored). Idempotent: skipped when the binary there is already this Beam release (Go's build
 # info). Go's module and build caches (`go env GOMODCACHE GOCACHE`) live outside the clone, so a
-# second clone links it in seconds. Use it with `--prism_location .prism/bin/prism` (README, "Runners").
+# second clone links it in seconds. Use it with `--prism_location .prism/bin/prism` (docs/running-at-scale.md, "Runners").
 PRISM_VERSION := v2.77.0
 PRISM := .prism/bin/prism
 .PHONY: prism-setup test-prism

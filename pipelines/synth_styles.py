@@ -1146,7 +1146,7 @@ def _p(**steps: str) -> dict[str, str]:
 # Styles overlap on purpose (a mean-MFCC classifier must not separate them), but not to the point of
 # identical recipes: ambient keeps pads and organ (sustained strings are classical's), classical
 # plays arpeggios and block chords, blues always has its shuffle drums, and jazz starts at 120 BPM,
-# above most blues.  Those four choices took the demo from 0.93 to 0.97 track accuracy (README, "The demo").
+# above most blues.  Those four choices took the demo from 0.93 to 0.97 track accuracy (docs/demo.md, "genreflow demo").
 _STYLE_LIST = (
     Style(
         name="ambient",

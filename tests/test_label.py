@@ -181,7 +181,7 @@ def test_labels_equal_the_model_called_directly(world, tmp_path):
     files = _listed(tmp_path, "2026-11-01")
     assert ds.dataset(files, format="parquet").to_table().num_rows == len(good)
     duckdb = pytest.importorskip("duckdb")
-    con = duckdb.connect()  # the README's query: DuckDB follows _run.json itself
+    con = duckdb.connect()  # docs/label.md's query: DuckDB follows _run.json itself
     con.sql(f"SET VARIABLE files = (SELECT list('{part}/' || f) FROM "
             f"(SELECT unnest(files.rows) AS f FROM read_json('{part}/_run.json')))")
     got = con.sql("SELECT count(*), count(DISTINCT track_id) FROM read_parquet(getvariable('files'))").fetchall()

@@ -275,12 +275,12 @@ def test_mean_mfcc_classifiers_reach_the_measured_45_and_55_percent():
     """A linear classifier on mean MFCCs (the classic GTZAN baseline) must not solve the styles.
 
     12 clips of 3 s per style, 6 for training and 6 held out; mean of 20 librosa MFCCs per clip,
-    standardised on the training half.  Chance is 1/10.  Measured (the figure the README quotes):
+    standardised on the training half.  Chance is 1/10.  Measured (the figure docs/demo.md quotes):
     27 of 60 held-out clips (45%) right for softmax regression, 33 (55%) for the nearest class
     centroid.  Everything is deterministic; the tolerance of 2 clips covers float differences across
     FFT/BLAS builds moving a clip that sits on a decision boundary (the closest held-out clip has a
     logit margin of 0.012 against a median of 1.7), and nothing more: a change to the generator that
-    makes the styles easier or harder to tell apart fails here, and the README must follow it.
+    makes the styles easier or harder to tell apart fails here, and docs/demo.md must follow it.
     """
     import librosa
 

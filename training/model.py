@@ -85,7 +85,7 @@ ARCHITECTURES = {
     "small": Architecture(filters=(16, 32, 64, 128), convs_per_block=1, embedding=64, dropout=0.5),
     # 1-D over time, mel bands as channels, ~117k parameters: the cheapest (2.7-4.7x the inference rate of "hybrid").
     "temporal": Architecture(filters=(64, 128, 128), convs_per_block=1, embedding=64, dropout=0.5, kind="1d"),
-    # The default (README, "Why the default architecture"): two 3x3 2-D blocks (8, 16 channels) over
+    # The default (docs/train.md, "Architectures"): two 3x3 2-D blocks (8, 16 channels) over
     # (mel, frame), whose (band, channel) outputs become the channels of 1-D blocks over time,
     # ~0.28M parameters, 3-6x the step time of "temporal" on CPU.  GTZAN-dev 5-fold balanced track
     # accuracy 0.79 (two seeds) against 0.74 for "temporal" and 0.68 for MFCC statistics + RBF SVM.

@@ -7,8 +7,8 @@
 Everything about the data (shapes, label vocabulary, spectrogram parameters, shard format, class
 counts) comes from ``DATA_DIR/metadata.json``.  The model dir receives:
 
-* ``model.keras`` (stock Keras layers only) and ``model.json`` (:class:`transforms.metadata.ModelCard`,
-  written last);
+* ``model-<sha256>.keras`` (stock Keras layers only; named by its content) and ``model.json``
+  (:class:`transforms.metadata.ModelCard`, written last);
 * ``metrics.json`` (segment and track metrics on the evaluation split), ``confusion_segment|track``
   ``.json/.png``, ``training_curves.png``, ``history.csv``;
 * ``logs/`` (TensorBoard) and, while a run is unfinished, ``backup/`` (per-epoch checkpoint that a
@@ -122,12 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     d = TrainConfig(data="", model_dir="")
     p = argparse.ArgumentParser(
         prog="genreflow train",
-        description="Train a genre CNN on featurized shards; writes MODEL_DIR/model.keras + model.json.",
+        description="Train a genre CNN on featurized shards; writes MODEL_DIR/model-<sha256>.keras + model.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--data", required=True, help="featurize output directory (with metadata.json)")
     p.add_argument("--model-dir", required=True, help="output model dir (local path); a rerun resumes")
-    p.add_argument("--arch", choices=tuple(ARCHITECTURES), default=d.arch, help="architecture: hybrid (the default: two small 2-D blocks, then 1-D blocks over time), temporal (1-D convolutions over time, mel bands as channels; ~3x faster), small (2-D CNN) or wide (bigger 2-D CNN); see the README")
+    p.add_argument("--arch", choices=tuple(ARCHITECTURES), default=d.arch, help="architecture: hybrid (the default: two small 2-D blocks, then 1-D blocks over time), temporal (1-D convolutions over time, mel bands as channels; ~3x faster), small (2-D CNN) or wide (bigger 2-D CNN); see docs/train.md, Architectures")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (passes over train)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size, segments")
     p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")
@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="split for metrics.json (falls back to validation when absent)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=d.verbose,
                    help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
-    g = p.add_argument_group("pretrained backbone", "transfer learning from musicnn (README, \"Recipes\")")
+    g = p.add_argument_group("pretrained backbone", "transfer learning from musicnn (docs/train.md, \"Recipes\")")
     g.add_argument("--backbone", choices=sorted(BACKBONES), default=None,
                    help="train a small head on a frozen pretrained musicnn (Million Song Dataset or "
                         "MagnaTagATune) instead of a CNN from scratch; --arch is then ignored and the data must "
@@ -528,7 +528,7 @@ def _inference_batch(cfg: TrainConfig) -> int:
 
 def _export(cfg: TrainConfig, model: Any, *, data: _Data, metrics: dict[str, Any], embedding_layer: str,
             extra: dict[str, Any]) -> Any:
-    """Write ``model.keras`` and ``model.json`` (last) to the model dir; -> the :class:`ModelCard`."""
+    """Write ``model-<sha256>.keras`` and ``model.json`` (last) to the model dir; -> the :class:`ModelCard`."""
     from training import evaluate, export
 
     return export.save_model_dir(

@@ -308,7 +308,7 @@ def read_labels(output_dir: str, *, run_date: str | None = None) -> pa.Table:
     """The committed label rows as one Arrow table, with a ``run_date`` column.
 
     Reads exactly the files each partition's ``_run.json`` lists.  A convenience for tests and
-    notebooks; at scale read the listed files with pyarrow, DuckDB or BigQuery directly (README,
+    notebooks; at scale read the listed files with pyarrow, DuckDB or BigQuery directly (docs/label.md,
     "Reading the labels").
     """
     tables = []
