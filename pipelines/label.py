@@ -97,6 +97,8 @@ logger = logging.getLogger(__name__)
 
 SKIPPED = "skipped"
 DEFAULT_MIN_BATCH_SIZE = 32
+#: Most segments per model call when neither ``--max-batch-size`` nor ``model.json`` says.
+DEFAULT_MAX_BATCH_SIZE = 256
 DEFAULT_MAX_ERROR_FRACTION = 0.1
 #: Label rows per part file when ``--num-shards`` is 0 (about 20-60 MB of Parquet with embeddings).
 ROWS_PER_PART = 100_000
@@ -145,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-batch-size", "--min_batch_size", type=int, default=None,
                    help="fewest segments per model call, except at the end of a bundle (default: 32, or "
                         "--max-batch-size if that is smaller; Beam grows batches from here towards the maximum)")
-    p.add_argument("--max-batch-size", "--max_batch_size", type=int, default=256,
-                   help="most segments per model call (default 256)")
+    p.add_argument("--max-batch-size", "--max_batch_size", type=int, default=None,
+                   help="most segments per model call (default: the model's model.json "
+                        "inference_batch_size, e.g. 32 for a musicnn backbone, else 256)")
     p.add_argument("--large-model", "--large_model", action="store_true",
                    help="load one model copy per machine, shared by all worker processes, instead of one per "
                         "process (for models that do not fit once per core)")
@@ -846,7 +849,7 @@ def prepare(argv: Sequence[str] | None = None) -> LabelJob:
 
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    """The job's options, each checked on its own (exit 2 on a bad one), and Beam's; fills in ``min_batch_size``."""
+    """The job's options, each checked on its own (exit 2 on a bad one), and Beam's."""
     parser = build_parser()
     args, beam_args = parse_job_args(parser, argv)
     check_job_args(parser, args)
@@ -854,10 +857,11 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[st
         parser.error("give exactly one of --input, --manifest or --features")
     if args.top_k < 1:
         parser.error("--top-k must be >= 1")
-    if args.min_batch_size is None:
-        args.min_batch_size = min(DEFAULT_MIN_BATCH_SIZE, args.max_batch_size)
-    if not 1 <= args.min_batch_size <= args.max_batch_size:
-        parser.error(f"need 1 <= --min-batch-size <= --max-batch-size, got {args.min_batch_size} and "
+    for name in ("min_batch_size", "max_batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if None not in (args.min_batch_size, args.max_batch_size) and args.min_batch_size > args.max_batch_size:
+        parser.error(f"need --min-batch-size <= --max-batch-size, got {args.min_batch_size} and "
                      f"{args.max_batch_size}")
     if args.features and args.limit is not None:
         parser.error("--limit applies to audio inputs; use --sample with --features")
@@ -886,13 +890,32 @@ def _check_inputs(args: argparse.Namespace, card: ModelCard) -> None:
         check_patterns(args.input)
 
 
+def batch_sizes(card: ModelCard, *, fewest: int | None, most: int | None) -> dict[str, int]:
+    """``{min_batch_size, max_batch_size}``: segments per model call.
+
+    The most is ``--max-batch-size``, else the model's ``inference_batch_size`` (``model.json``),
+    else :data:`DEFAULT_MAX_BATCH_SIZE`; the fewest is ``--min-batch-size``, else
+    :data:`DEFAULT_MIN_BATCH_SIZE` capped at the most.
+
+    Raises
+    ------
+    ValueError
+        When ``--min-batch-size`` is above the most.
+    """
+    most = most or card.inference_batch_size or DEFAULT_MAX_BATCH_SIZE
+    if fewest is not None and fewest > most:
+        raise ValueError(f"--min-batch-size {fewest} is above the most segments per model call, {most} "
+                         "(--max-batch-size, else the model's inference_batch_size): lower it")
+    return {"min_batch_size": fewest or min(DEFAULT_MIN_BATCH_SIZE, most), "max_batch_size": most}
+
+
 def _job_from_args(args: argparse.Namespace, beam_args: list[str], *, card: ModelCard, run_date: str) -> LabelJob:
     """The checked options as a :class:`LabelJob` starting now (its ``labeled_at`` and run id)."""
     started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     label = LabelOptions(
         model_dir=args.model_dir, card=card, output_dir=args.output, run_date=run_date, labeled_at=started,
         skip_labeled=args.skip_labeled, embeddings=args.embeddings, top_k=args.top_k,
-        min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size, large_model=args.large_model,
+        **batch_sizes(card, fewest=args.min_batch_size, most=args.max_batch_size), large_model=args.large_model,
         model_copies=args.model_copies, from_features=bool(args.features), limits=limits_from_args(args),
     )
     return LabelJob(

@@ -388,6 +388,17 @@ def test_bad_options_fail_before_any_work(world, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_batch_sizes_come_from_the_options_else_the_model_card():
+    card = ModelCard(model_file="m.keras", model_version="v", labels=["a"], spectrogram=PARAMS,
+                     input_shape=list(PARAMS.mel_shape))
+    backbone = dataclasses.replace(card, inference_batch_size=16)  # what a musicnn model records (32)
+    assert label.batch_sizes(card, fewest=None, most=None) == {"min_batch_size": 32, "max_batch_size": 256}
+    assert label.batch_sizes(backbone, fewest=None, most=None) == {"min_batch_size": 16, "max_batch_size": 16}
+    assert label.batch_sizes(backbone, fewest=4, most=64) == {"min_batch_size": 4, "max_batch_size": 64}
+    with pytest.raises(ValueError, match="--min-batch-size 24 is above .* 16"):
+        label.batch_sizes(backbone, fewest=24, most=None)
+
+
 def _write_features(feats: str, refs, *, fmt: str) -> None:
     os.makedirs(feats)
     name = shard_name("test", 0, 1, fmt=fmt)

@@ -53,6 +53,7 @@ def model_card() -> ModelCard:
         embedding_layer="embedding",
         data_fingerprint="feedbeef",
         metrics={"accuracy": 0.5, "per_class": {"blues": 0.4}},
+        inference_batch_size=32,
     )
 
 
@@ -121,6 +122,9 @@ def test_model_card_round_trip(root):
     back = read_model_card(root)
     assert back.genreflow_version == __version__
     assert dataclasses.replace(back, genreflow_version="") == card
+    # a card written before inference_batch_size existed reads as "not recorded"
+    old = {k: v for k, v in card.to_dict().items() if k != "inference_batch_size"}
+    assert ModelCard.from_dict(old).inference_batch_size == 0
     back.spectrogram.check_compatible(dataset_metadata().spectrogram, what="data")
     assert listing(root) == [MODEL_CARD_FILE]
 

@@ -239,6 +239,7 @@ def test_backbone_recipe_trains_exports_and_labels(tmp_path):
     card = read_model_card(model_dir)
     assert card.spectrogram == MUSICNN and card.input_shape == [96, 187]
     assert card.extra["backbone"] == "musicnn-msd" and card.extra["fine_tuned"] is True
+    assert card.inference_batch_size == 32  # the label job's default --max-batch-size for it
     assert summary["metrics"]["track_accuracy"] == 1.0  # a tone against noise
 
     x = _patches(2)

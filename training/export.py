@@ -42,6 +42,7 @@ def save_model_dir(
     embedding_layer: str,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    inference_batch_size: int = 0,
 ) -> ModelCard:
     """Export ``model`` and its ``model.json`` into ``model_dir`` (see the module docstring).
 
@@ -61,6 +62,8 @@ def save_model_dir(
         Headline metrics for the card.
     extra : dict, optional
         Free-form training details (options, history) for the card.
+    inference_batch_size : int
+        Most segments per model call for one worker (``model.json``; 0: not recorded).
 
     Returns
     -------
@@ -74,6 +77,7 @@ def save_model_dir(
         data_fingerprint=dataset_version(data_dir),
         metrics=dict(metrics or {}),
         extra=dict(extra or {}),
+        inference_batch_size=inference_batch_size,
     )
     return write_model_dir(model_dir, model=model, card=card)
 

@@ -519,6 +519,7 @@ def _evaluate(cfg: TrainConfig, model: Any, *, data: _Data, history: dict[str, l
 
 
 def _inference_batch(cfg: TrainConfig) -> int:
+    """Segments per model call for evaluation here and, through ``model.json``, for the label job."""
     if cfg.backbone:
         from training import backbone
 
@@ -535,7 +536,7 @@ def _export(cfg: TrainConfig, model: Any, *, data: _Data, metrics: dict[str, Any
         cfg.model_dir, model=model, metadata=data.metadata, data_dir=cfg.data,
         embedding_layer=embedding_layer,
         metrics=evaluate.headline(metrics) if "track" in metrics else {},
-        extra={"training": dataclasses.asdict(cfg), **extra},
+        extra={"training": dataclasses.asdict(cfg), **extra}, inference_batch_size=_inference_batch(cfg),
     )
 
 

@@ -206,6 +206,10 @@ class ModelCard:
         Headline evaluation numbers.
     model_sha256 : str
         SHA-256 (64 hex digits) of the model file's bytes; the label job checks it before any work.
+    inference_batch_size : int
+        Most segments per model call that the trainer recommends for one worker (the label job's
+        default ``--max-batch-size``); 0 when not recorded, and the label job then uses 256.  The
+        musicnn backbone records 32: one call of it peaks at ~66 MB per segment on CPU.
     """
 
     model_file: str
@@ -220,6 +224,7 @@ class ModelCard:
     genreflow_version: str = ""
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     model_sha256: str = ""
+    inference_batch_size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         from genreflow import __version__
@@ -230,6 +235,7 @@ class ModelCard:
             "created": self.created,
             "model_file": self.model_file,
             "model_sha256": self.model_sha256,
+            **({"inference_batch_size": self.inference_batch_size} if self.inference_batch_size else {}),
             "model_version": self.model_version,
             "labels": list(self.labels),
             "spectrogram": self.spectrogram.to_dict(),
@@ -255,6 +261,7 @@ class ModelCard:
             genreflow_version=data.get("genreflow_version", ""),
             extra=data.get("extra", {}),
             model_sha256=data.get("model_sha256", ""),
+            inference_batch_size=int(data.get("inference_batch_size", 0)),
         )
 
 
