@@ -67,12 +67,14 @@ def make_audio(root: str, *, tracks: int, seconds: float, sample_rate: int = 220
 def make_model_dir(model_dir: str, *, arch: str):
     """The trainer's CNN with default spectrogram parameters, or (``arch`` = ``musicnn-msd`` /
     ``musicnn-mtt``) the ``train --backbone`` model (pretrained musicnn + an untrained head) with
-    the ``musicnn`` preset, saved as a model dir."""
+    the ``musicnn`` preset, saved as a model dir.  ``ARCH/hopS`` (e.g. ``hybrid/hop1.5``) sets the
+    segment hop to ``S`` seconds: overlapping segments, more of them per track."""
     from training.model import EMBEDDING_LAYER, build_model, make_normalizer
     from transforms.model_dir import new_model_card, write_model_dir
     from transforms.spec import PRESETS, SpectrogramParams
 
     rng = np.random.default_rng(0)
+    arch, _, hop = arch.partition("/hop")
     if arch.startswith("musicnn-"):
         from training import backbone, musicnn
 
@@ -82,7 +84,7 @@ def make_model_dir(model_dir: str, *, arch: str):
         norm = backbone.feature_normalizer(rng.normal(size=(8, width)))
         model = backbone.join(features, backbone.build_head(n_classes=len(GENRES), normalizer=norm), name=arch)
     else:
-        params = SpectrogramParams()
+        params = SpectrogramParams(segment_hop_seconds=float(hop) if hop else None)
         norm = make_normalizer()
         norm.adapt(rng.normal(-30, 15, (8,) + params.mel_shape).astype(np.float32))
         model = build_model(input_shape=params.mel_shape, n_classes=len(GENRES), arch=arch, normalizer=norm)
@@ -228,6 +230,7 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="clip length in seconds (default 30)")
     p.add_argument("--arch", nargs="+", default=["small"],
                    help="trainer architectures, or musicnn-msd / musicnn-mtt for the `train --backbone` model; "
+                        "ARCH/hopS sets a segment hop of S seconds (hybrid/hop1.5); "
                         "several are timed one after the other in one run (default small)")
     p.add_argument("--batch", type=int, default=256, help="segments per model call for batched runs (default 256)")
     p.add_argument("--history-rows", type=int, default=1_000_000,
@@ -241,10 +244,10 @@ def main(argv=None) -> int:
     audio = os.path.join(args.workdir, "audio")
     make_audio(audio, tracks=args.tracks, seconds=args.seconds)
     for arch in args.arch:
-        model_dir = os.path.join(args.workdir, arch, "model")
+        model_dir = os.path.join(args.workdir, arch.replace("/", "-"), "model")
         card, n_params = make_model_dir(model_dir, arch=arch)
 
-        work = os.path.join(args.workdir, arch)
+        work = os.path.join(args.workdir, arch.replace("/", "-"))
         per_track = plain_loop(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(work, "loop1"), batch=None)
         batched = plain_loop(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(work, "loop2"), batch=args.batch)
         one = beam_job(f"{audio}/*/*.wav", model_dir=model_dir, out=os.path.join(work, "beam1"), batch=args.batch, limit=1)
@@ -258,7 +261,7 @@ def main(argv=None) -> int:
               f"one core; load average at the end {load[0]:.1f} on {os.cpu_count()} cores\n")
         print("| run | decode+spectrogram s | model s | aggregate+write s | total s | tracks/s/core | model share |")
         print("|---|---|---|---|---|---|---|")
-        for name, t in (("plain loop, model per track (10 segments)", per_track),
+        for name, t in (("plain loop, model per track (all its segments)", per_track),
                         (f"plain loop, model on {args.batch}-segment batches", batched)):
             total = sum(t.values())
             print(f"| {name} | {t['decode+spectrogram']:.2f} | {t['model']:.2f} | {t['aggregate+write']:.2f} | "

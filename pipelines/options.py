@@ -36,7 +36,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 from genreflow.args import PassthroughParserMixin, parse_args_strict
 
 from transforms.beam_audio import ReadLimits
-from transforms.spec import PRESETS, SpectrogramParams
+from transforms.spec import DEFAULT_HOP_FRACTION, PRESETS, SpectrogramParams
 from transforms.storage import protocol_of
 
 __all__ = [
@@ -88,7 +88,9 @@ def add_spectrogram_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--segment-seconds", "--segment_seconds", type=float, default=None,
                    help=f"segment length in seconds (default {d.segment_seconds:g})")
     g.add_argument("--segment-hop-seconds", "--segment_hop_seconds", type=float, default=None,
-                   help="distance between segment starts in seconds (default: the segment length, no overlap)")
+                   help="distance between segment starts in seconds (default: half the segment length, "
+                        f"{d.segment_seconds * DEFAULT_HOP_FRACTION:g} s, segments overlapping by half; with "
+                        "--preset, the preset's own hop)")
     g.add_argument("--log", choices=("db", "log1p", "logc"), default=None,
                    help="log compression: db = librosa.power_to_db(ref=1.0), log1p = log(1+S), "
                         "logc = log10(1 + 10000 S) (default db)")
@@ -124,8 +126,10 @@ def params_from_args(args: argparse.Namespace) -> SpectrogramParams:
     """Build :class:`SpectrogramParams` from :func:`add_spectrogram_args` options.
 
     Start from ``PRESETS[args.preset]`` (or the dataclass defaults) and replace every field whose
-    option was given.  ``--segment-seconds`` without ``--segment-hop-seconds`` also sets the hop
-    (no overlap); ``--top-db`` of 0 or less means ``None``.
+    option was given.  Without ``--segment-hop-seconds`` the hop is
+    :data:`~transforms.spec.DEFAULT_HOP_FRACTION` (one half) of the segment, except under a
+    preset, which keeps its own hop (or, with ``--segment-seconds``, no overlap); ``--top-db`` of
+    0 or less means ``None``.
 
     Raises
     ------
@@ -139,8 +143,12 @@ def params_from_args(args: argparse.Namespace) -> SpectrogramParams:
                      "segment_hop_seconds", "log", "top_db", "min_tail_fraction")
         if getattr(args, name, None) is not None
     }
-    if "segment_seconds" in given and "segment_hop_seconds" not in given:
-        given["segment_hop_seconds"] = given["segment_seconds"]
+    if "segment_hop_seconds" not in given:
+        segment = given.get("segment_seconds", base.segment_seconds)
+        if not getattr(args, "preset", None):
+            given["segment_hop_seconds"] = segment * DEFAULT_HOP_FRACTION
+        elif "segment_seconds" in given:
+            given["segment_hop_seconds"] = segment
     if "top_db" in given and given["top_db"] <= 0:
         given["top_db"] = None
     return dataclasses.replace(base, **given)

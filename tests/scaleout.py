@@ -35,7 +35,7 @@ SR = 8000
 PARAMS = SpectrogramParams(sample_rate=SR, n_fft=256, hop_length=128, n_mels=16,
                            segment_seconds=0.5, segment_hop_seconds=0.5)
 SPEC_ARGS = ["--sample-rate", str(SR), "--n-fft", "256", "--hop-length", "128", "--n-mels", "16",
-             "--segment-seconds", "0.5"]
+             "--segment-seconds", "0.5", "--segment-hop-seconds", "0.5"]
 GENRES = {"drone": 180.0, "whistle": 2400.0}
 #: The reference: Beam's local runner in the test process (what DirectRunner falls back to offline).
 IN_PROCESS = ["--runner", "FnApiRunner", "--direct_running_mode", "in_memory"]

@@ -215,6 +215,7 @@ def test_featurize_job_shares_the_bounded_decode(bomb_corpus, tmp_path):
 
     out = tmp_path / "out"
     status = featurize.main(["--input", f"{bomb_corpus}/**", "--output", str(out), "--segment-seconds", "1",
+                                 "--segment-hop-seconds", "1",
                              "--max-error-fraction", "0.5", "--direct_running_mode=in_memory",
                              "--direct_num_workers=1"])
     assert status == 0

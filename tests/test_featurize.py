@@ -21,7 +21,8 @@ from transforms.sources import TrackRef
 from transforms.spec import SpectrogramParams
 
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-SHORT = ["--segment-seconds", "1"]  # 2.5 s clips -> 2 full segments + a 0.5 s tail that is kept
+#: 2.5 s clips -> 2 full segments + a 0.5 s tail that is kept
+SHORT = ["--segment-seconds", "1", "--segment-hop-seconds", "1"]
 
 
 # Readers (independent of the writers: tf.data and pyarrow) ---------------------------------------
@@ -191,14 +192,17 @@ def librosa_reference(path, params, start):
 def test_tfrecord_end_to_end_matches_librosa(tmp_path, gtzan_tree):
     root, files = gtzan_tree
     out = str(tmp_path / "out")
+    # no --segment-hop-seconds: the default hop, half the segment (segments overlap by half)
     result = featurize.run(["--input", f"{root}/**/*", "--output", out, "--format", "tfrecord",
-                            "--num-shards", "2", *SHORT, *IN_PROCESS])
+                            "--num-shards", "2", "--segment-seconds", "1", *IN_PROCESS])
     md, rows = read_dataset(out)
     check_consistent(md, rows)
     assert result.metadata.to_dict()["counts"] == md.to_dict()["counts"]
     assert md.labels == ["blues", "jazz", "rock"]
     assert md.inputs == {"matched": 6, "featurized": 6, "failed": 0}
-    assert len(rows) == 6 * 3  # every format decoded; 2.5 s -> 2 full segments + a kept 0.5 s tail
+    assert md.spectrogram.segment_hop_seconds == 0.5
+    # every format decoded; 2.5 s -> 1 s segments starting at 0, 0.5, 1 and 1.5 s (the last ends at 2.5 s)
+    assert len(rows) == 6 * 4
     assert sum(md.counts[s]["tracks"] for s in spec.SPLITS) == 6
     for row in rows:
         assert row[spec.FEATURE_LABEL] == files[row[spec.FEATURE_URI]]
@@ -370,8 +374,9 @@ def test_real_recordings_featurize_without_failure(tmp_path, shared_audio):
     for genre in genres:
         tracks = {r[spec.FEATURE_TRACK_ID] for r in rows if r[spec.FEATURE_LABEL] == genre}
         assert tracks == {f"{genre}/{genre}.00000.wav"}
-    # a 30 s GTZAN clip makes ten 3 s segments (its last ~0.01 s tail is dropped)
-    assert sum(r[spec.FEATURE_LABEL] == "blues" for r in rows) == 10
+    # a 30 s GTZAN clip makes nineteen 3 s segments, one every 1.5 s (the default: overlapping by
+    # half), the last starting at 27 s (its ~0.01 s tail is dropped)
+    assert sum(r[spec.FEATURE_LABEL] == "blues" for r in rows) == 19
 
 
 # The shared per-track function and PTransform (reused by the label job) ----------------------------

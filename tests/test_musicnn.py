@@ -158,10 +158,13 @@ def test_preset_musicnn_parameters():
     # librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1, as musicnn computes it
     assert p.mel_shape == (96, 187)
     assert SpectrogramParams.from_dict(json.loads(json.dumps(p.to_dict()))) == p
-    # explicit options override the preset; no flag at all keeps the dataclass defaults
+    # explicit options override the preset, which keeps its own hop (no overlap) otherwise
     assert _parse("--preset", "musicnn", "--segment-hop-seconds", "1.5").segment_hop_seconds == 1.5
-    assert _parse() == SpectrogramParams()
-    assert _parse("--segment-seconds", "5").segment_hop_seconds == 5.0
+    assert _parse("--preset", "musicnn", "--segment-seconds", "5").segment_hop_seconds == 5.0
+    # no flag: the dataclass defaults with segments overlapping by half (the default recipe)
+    assert _parse() == SpectrogramParams(segment_hop_seconds=1.5)
+    assert _parse("--segment-seconds", "5").segment_hop_seconds == 2.5
+    assert _parse("--segment-seconds", "5", "--segment-hop-seconds", "5").segment_hop_seconds == 5.0
 
 
 def test_logc_in_float32_is_finite_where_float16_overflows():

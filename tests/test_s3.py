@@ -60,7 +60,7 @@ def test_featurize_reads_and_writes_s3(tmp_path, s3, gtzan_tree, make_bad_files,
     s3.put(corrupt, "genreflow-test/corpus/jazz/corrupt.wav")
     assert len(s3.glob("genreflow-test/corpus/**/*")) >= 7
 
-    params = ["--segment-seconds", "1"]
+    params = ["--segment-seconds", "1", "--segment-hop-seconds", "1"]
     out = "s3://genreflow-test/out"
     featurize.run(["--input", "s3://genreflow-test/corpus/**", "--output", out, "--format", "parquet",
                    "--num-shards", "2", "--max-error-fraction", "0.5", *params, *IN_PROCESS])
