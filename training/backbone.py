@@ -314,7 +314,7 @@ def _fine_tune(model: Any, cfg: Any, *, metadata: DatasetMetadata, has_validatio
     import keras
 
     from training.model import compile_model
-    from training.train import segment_datasets
+    from training.data import segment_datasets
 
     for layer in model.layers:
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)

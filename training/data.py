@@ -38,6 +38,7 @@ __all__ = [
     "mel_dataset",
     "load_split",
     "augment_batch",
+    "segment_datasets",
     "pitch_shift_sources",
 ]
 
@@ -552,6 +553,37 @@ def _sample_weights(metadata: DatasetMetadata, *, split: str, counts: np.ndarray
     w = np.zeros(n_classes, np.float32)
     w[present] = int(counts.sum()) / (len(present) * counts[present])
     return w
+
+
+def segment_datasets(cfg: Any, *, metadata: DatasetMetadata, has_validation: bool) -> tuple[Any, int, Any]:
+    """The training batches, steps per epoch and validation batches that a training run asks for.
+
+    Parameters
+    ----------
+    cfg : training.train.TrainConfig
+        Read: ``data``, ``batch_size``, ``balance``, ``max_segments_per_class``, ``augment``,
+        ``shuffle_buffer``, ``cache``, ``seed``.
+    metadata : DatasetMetadata
+        The data's ``metadata.json``.
+    has_validation : bool
+        The data has a non-empty validation split.
+
+    Returns
+    -------
+    (train, steps_per_epoch, validation)
+        :func:`training_dataset`'s batches and steps, and :func:`eval_dataset`'s validation
+        batches (4x the batch size; ``None`` without a validation split).
+    """
+    train_ds, steps = training_dataset(
+        cfg.data, metadata=metadata, batch_size=cfg.batch_size, balance=cfg.balance,
+        max_segments_per_class=cfg.max_segments_per_class, augment=cfg.augment,
+        shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache, seed=cfg.seed,
+    )
+    validation = (
+        eval_dataset(cfg.data, metadata=metadata, split="validation", batch_size=cfg.batch_size * 4, cache=cfg.cache)
+        if has_validation else None
+    )
+    return train_ds, steps, validation
 
 
 def augment_batch(mel: Any, y: Any, w: Any, *, augment: Augment, seed: int | None = None) -> tuple[Any, Any, Any]:

@@ -322,23 +322,6 @@ def _callbacks(cfg: TrainConfig, *, has_validation: bool, record: list[int]) -> 
     return callbacks
 
 
-def segment_datasets(cfg: TrainConfig, *, metadata: Any, has_validation: bool) -> tuple[Any, int, Any]:
-    """The augmented, balanced training batches (and steps per epoch) and the validation batches
-    (``None`` without a validation split) that ``cfg`` asks for."""
-    from training import data
-
-    train_ds, steps = data.training_dataset(
-        cfg.data, metadata=metadata, batch_size=cfg.batch_size, balance=cfg.balance,
-        max_segments_per_class=cfg.max_segments_per_class, augment=cfg.augment,
-        shuffle_buffer=cfg.shuffle_buffer, cache=cfg.cache, seed=cfg.seed,
-    )
-    val_ds = (
-        data.eval_dataset(cfg.data, metadata=metadata, split="validation", batch_size=cfg.batch_size * 4, cache=cfg.cache)
-        if has_validation else None
-    )
-    return train_ds, steps, val_ds
-
-
 def _fit_cnn(cfg: TrainConfig, *, metadata: Any, strategy: Any, has_validation: bool, callbacks: Sequence[Any]) -> Any:
     """Build and train a CNN from scratch (``--arch``); return the float32 model to export."""
     from training import data
@@ -346,7 +329,7 @@ def _fit_cnn(cfg: TrainConfig, *, metadata: Any, strategy: Any, has_validation: 
 
     params = metadata.spectrogram
     n_classes = len(metadata.labels)
-    train_ds, steps, val_ds = segment_datasets(cfg, metadata=metadata, has_validation=has_validation)
+    train_ds, steps, val_ds = data.segment_datasets(cfg, metadata=metadata, has_validation=has_validation)
     policy = "mixed_float16" if cfg.mixed_precision else "float32"
     with strategy.scope():
         normalizer = make_normalizer()
