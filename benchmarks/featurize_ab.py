@@ -14,6 +14,7 @@ import argparse
 import glob
 import os
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -34,12 +35,12 @@ def link_corpus(folder: str, clips: int, source: str) -> str:
     return folder
 
 
-def run_once(code: str, corpus: str, out: str) -> tuple[float, float]:
+def run_once(code: str, corpus: str, out: str, extra: list[str]) -> tuple[float, float]:
     shutil.rmtree(out, ignore_errors=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pipelines.featurize", "--input", f"{corpus}/**/*.wav", "--output", out,
-                    "--direct_num_workers", "1", "--direct_running_mode", "multi_processing"],
+                    "--direct_num_workers", "1", "--direct_running_mode", "multi_processing", *extra],
                    cwd=code, env={**os.environ, "PYTHONPATH": code}, check=True, capture_output=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="alternating repeats (default 2)")
     p.add_argument("--source", default=os.path.join(os.path.dirname(REPO), "shared", "audio", "gtzan-dev"),
                    help="GTZAN-layout folder of clips to link (default ../shared/audio/gtzan-dev)")
+    p.add_argument("--featurize-args", default="",
+                   help="more featurize options for both checkouts, one string (e.g. \"--segment-hop-seconds 3\" "
+                        "to compare at the same segment hop across the default's change)")
     args = p.parse_args(argv)
     work = tempfile.mkdtemp(prefix="featurize-ab-")
     sizes = {n: link_corpus(os.path.join(work, f"c{n}"), n, args.source) for n in (args.clips, 3 * args.clips)}
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.repeats):
         for n, corpus in sizes.items():
             for name, code in (("before", args.before), ("after", args.after)):
-                wall, cpu = run_once(os.path.abspath(code), corpus, os.path.join(work, "out"))
+                wall, cpu = run_once(os.path.abspath(code), corpus, os.path.join(work, "out"),
+                                     shlex.split(args.featurize_args))
                 res.setdefault((name, n), []).append((wall, cpu))
                 print(f"{name:6s} {n:5d} clips, repeat {rep}: wall {wall:.1f} s, CPU {cpu:.1f} s", flush=True)
     small, large = args.clips, 3 * args.clips
