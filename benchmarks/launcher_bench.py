@@ -6,7 +6,7 @@ captures the Dataflow job the runner built, and reports:
 
 - ``graph_bytes``: the size of the pipeline proto (``job.proto_pipeline.SerializeToString()``), what
   Dataflow's job-graph limit applies to;
-- ``peak_rss_mb``: the launcher process's peak resident memory (``ru_maxrss``);
+- ``peak_rss_mb``: the launcher process's peak resident memory (:func:`peak_rss_mb`);
 - ``seconds``: wall time of ``run()``.
 
 Manifests are generated (CSV, one ``gs://`` uri and label per row; ~1 s per million rows) and only
@@ -21,6 +21,7 @@ The test ``tests/test_catalog_scale.py`` runs ``--one`` at 10^3 and 10^6 rows.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -61,36 +62,48 @@ def _model_dir(base: str) -> str:
     return model_dir
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB: ``VmHWM`` of ``/proc/self/status`` on Linux.
+
+    Not ``ru_maxrss``: Linux carries the parent's resident size across fork and exec into the
+    child's ``ru_maxrss``, so a launcher started from a large process (a pytest run that already
+    imported TensorFlow) would report the parent's size.  ``VmHWM`` belongs to the process's own
+    address space, which exec replaces.  Elsewhere, ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
 def measure_one(job: str, manifest: str, work: str, *, output_root: str = "gs://catalog-bench") -> dict[str, float]:
     """Run one launcher in this process (call in a fresh process) and measure it."""
-    from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+    spec = importlib.util.spec_from_file_location("dataflow_capture", os.path.join(REPO, "tests", "dataflow_capture.py"))
+    capture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(capture)  # this checkout's helper, whichever checkout's pipelines are measured
+    with capture.captured_dataflow_jobs() as jobs:
+        if job == "featurize":
+            from pipelines import featurize
 
-    jobs = []
-    original = DataflowRunner.run_pipeline
+            argv = ["--manifest", manifest, "--output", f"{output_root}/features", *PARAMS]
+            start = time.perf_counter()
+            featurize.run(argv + DRY_RUN)
+        else:
+            from pipelines import label
 
-    def run_pipeline(self, pipeline, options):
-        result = original(self, pipeline, options)
-        jobs.append(result.job)
-        return result
-
-    DataflowRunner.run_pipeline = run_pipeline
-    if job == "featurize":
-        from pipelines import featurize
-
-        argv = ["--manifest", manifest, "--output", f"{output_root}/features", *PARAMS]
-        start = time.perf_counter()
-        featurize.run(argv + DRY_RUN)
-    else:
-        from pipelines import label
-
-        argv = ["--manifest", manifest, "--model-dir", _model_dir(work), "--output", f"{output_root}/labels",
-                "--run-date", "2026-12-01"]
-        start = time.perf_counter()
-        label.run(argv + DRY_RUN)
-    seconds = time.perf_counter() - start
+            argv = ["--manifest", manifest, "--model-dir", _model_dir(work), "--output", f"{output_root}/labels",
+                    "--run-date", "2026-12-01"]
+            start = time.perf_counter()
+            label.run(argv + DRY_RUN)
+        seconds = time.perf_counter() - start
     (built,) = jobs
     return {"graph_bytes": len(built.proto_pipeline.SerializeToString()),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}
+            "peak_rss_mb": peak_rss_mb(), "seconds": seconds}
 
 
 def measure(job: str, rows: int, *, work: str, output_root: str = "gs://catalog-bench",

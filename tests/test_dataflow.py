@@ -3,8 +3,8 @@
 ``--dry_run=True`` makes Beam's DataflowRunner build the whole Dataflow job (every transform
 pickled and translated) and stop before talking to Google Cloud, so it needs no credentials.  The
 bucket name must have 3+ characters (otherwise Beam tries to create a default bucket and hangs),
-and ``--dry_run`` takes a string (``--dry_run=False`` is still a dry run).  Inputs are local files:
-the featurize launcher expands its globs at launch.
+and ``--dry_run`` takes a string (``--dry_run=False`` is still a dry run).  Inputs are local files,
+matched by the pipeline itself.
 
 The job each run built is captured from the runner and checked: its steps, its worker-pool
 options (``--num_workers``, ``--max_num_workers``, ``--number_of_worker_harness_threads``, which
@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 
 import package_contents
+from dataflow_capture import captured_dataflow_jobs
 import scaleout
 from pipelines import featurize, label
 
@@ -35,18 +35,10 @@ DATAFLOW = [
 
 
 @pytest.fixture()
-def captured_jobs(monkeypatch):
+def captured_jobs():
     """The Dataflow jobs built by ``DataflowRunner.run_pipeline`` during the test."""
-    jobs = []
-    original = DataflowRunner.run_pipeline
-
-    def run_pipeline(self, pipeline, options):
-        result = original(self, pipeline, options)
-        jobs.append(result.job)
-        return result
-
-    monkeypatch.setattr(DataflowRunner, "run_pipeline", run_pipeline)
-    return jobs
+    with captured_dataflow_jobs() as jobs:
+        yield jobs
 
 
 @pytest.fixture(scope="module")
