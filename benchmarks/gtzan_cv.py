@@ -150,6 +150,8 @@ def main() -> None:
     ap.add_argument("--audio", default="../shared/audio/gtzan-dev", help="one folder of clips per genre")
     ap.add_argument("--cache", default="/tmp/gtzan_cv_cache.npz",
                     help="npz cache of the features (a suffix is added for a non-default segment hop)")
+    ap.add_argument("--segment-seconds", type=float, default=None,
+                    help="featurize with this segment length (default: the spec default, 3 s)")
     ap.add_argument("--segment-hop-seconds", type=float, default=None,
                     help="featurize with this segment hop (overlapping segments); default: the spec default")
     ap.add_argument("--folds", type=int, default=5, help="number of folds")
@@ -177,6 +179,10 @@ def main() -> None:
     args = ap.parse_args()
     params = SpectrogramParams()
     cache = pathlib.Path(args.cache)
+    if args.segment_seconds:
+        params = dataclasses.replace(params, segment_seconds=args.segment_seconds,
+                                     segment_hop_seconds=args.segment_seconds)
+        cache = cache.with_name(f"{cache.stem}_seg{args.segment_seconds:g}{cache.suffix}")
     if args.segment_hop_seconds:
         params = dataclasses.replace(params, segment_hop_seconds=args.segment_hop_seconds)
         cache = cache.with_name(f"{cache.stem}_hop{args.segment_hop_seconds:g}{cache.suffix}")
