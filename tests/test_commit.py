@@ -48,6 +48,16 @@ def test_write_json_atomic_replaces_whole_and_leaves_no_temporary(base):
     assert [os.path.basename(p) for p in fs.ls(folder, detail=False)] == ["record.json"]
 
 
+def test_put_file_atomic_uploads_whole_and_leaves_no_partial(base, tmp_path):
+    local = tmp_path / "model.bin"
+    local.write_bytes(bytes(range(256)) * 64)
+    path = storage.join_uri(base, "m", "model.bin")
+    storage.put_file_atomic(str(local), path)
+    assert storage.file_sha256(path) == storage.file_sha256(str(local))
+    fs, folder = fsspec.core.url_to_fs(storage.join_uri(base, "m"))
+    assert [os.path.basename(p) for p in fs.ls(folder, detail=False)] == ["model.bin"]
+
+
 def test_run_ids_sort_by_start_time():
     import datetime
 

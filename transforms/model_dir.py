@@ -30,7 +30,6 @@ import logging
 import os
 import posixpath
 import tempfile
-import uuid
 from typing import Any, Sequence
 
 import fsspec
@@ -38,7 +37,7 @@ import numpy as np
 
 from transforms.metadata import MODEL_CARD_FILE, ModelCard, read_model_card, write_model_card
 from transforms.spec import SpectrogramParams
-from transforms.storage import file_sha256, join_uri, local_copy, protocol_of, read_json
+from transforms.storage import file_sha256, join_uri, local_copy, put_file_atomic, read_json
 
 __all__ = [
     "ModelDirError",
@@ -147,13 +146,7 @@ def write_model_dir(model_dir: str, *, model: Any, card: ModelCard) -> ModelCard
         model.save(local)
         sha = file_sha256(local)
         name = f"model-{sha[:16]}.keras"
-        target = join_uri(root, name)
-        if protocol_of(model_dir) in ("file", "memory"):
-            partial = join_uri(root, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-            fs.put_file(local, partial)
-            fs.mv(partial, target)
-        else:
-            fs.put_file(local, target)
+        put_file_atomic(local, join_uri(model_dir, name))
     card = dataclasses.replace(
         card,
         model_file=name,
@@ -194,7 +187,7 @@ def _read_card_or_explain(model_dir: str) -> ModelCard:
     if missing:
         raise ModelDirError(f"{path} lacks {', '.join(missing)}: not a model.json written by genreflow train")
     try:
-        return read_model_card(model_dir)
+        return ModelCard.from_dict(data)
     except (KeyError, TypeError, ValueError) as e:
         raise ModelDirError(f"{path} cannot be used: {type(e).__name__}: {e}") from None
 

@@ -17,12 +17,12 @@ import re
 import shutil
 import tempfile
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import fsspec
 
 __all__ = ["join_uri", "split_protocol", "protocol_of", "is_local", "listed_uri", "read_json",
-           "write_json_atomic", "remove_path", "file_sha256", "local_copy"]
+           "write_json_atomic", "put_file_atomic", "remove_path", "file_sha256", "local_copy"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,25 +66,34 @@ def read_json(uri: str) -> Any:
         return json.load(f)
 
 
-def write_json_atomic(uri: str, data: Any) -> None:
-    """Write JSON so a reader sees the old file or the new one, never half of it.
+def _publish(uri: str, write: Callable[[fsspec.AbstractFileSystem, str], None]) -> None:
+    """Make ``uri`` appear whole: a reader sees the old file or the new one, never half of it.
 
-    Local and ``memory://`` paths are written to a unique temporary name and renamed; object
-    stores publish an object only when its upload completes, which is atomic already.
+    Local and ``memory://`` paths are written (``write(fs, path)``) to a hidden partial name in the
+    same folder, ``.<name>.<8 hex>.tmp``, and renamed; object stores publish an object only when
+    its upload completes, which is atomic already, so ``write`` goes to ``uri`` itself.
     """
     fs, path = fsspec.core.url_to_fs(uri)
+    if protocol_of(uri) not in ("file", "memory"):
+        write(fs, path)
+        return
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    partial = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    write(fs, partial)
+    fs.mv(partial, path)
+
+
+def write_json_atomic(uri: str, data: Any) -> None:
+    """Write JSON so a reader sees the old file or the new one, never half of it (see :func:`_publish`)."""
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    if protocol_of(uri) in ("file", "memory"):
-        parent = posixpath.dirname(path)
-        if parent:
-            fs.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with fs.open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        fs.mv(tmp, path)
-    else:
-        with fs.open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+    _publish(uri, lambda fs, path: fs.pipe_file(path, text.encode("utf-8")))
+
+
+def put_file_atomic(local: str, uri: str) -> None:
+    """Upload the local file ``local`` to ``uri`` so a reader never sees part of it (see :func:`_publish`)."""
+    _publish(uri, lambda fs, path: fs.put_file(local, path))
 
 
 def remove_path(uri: str) -> bool:
