@@ -58,7 +58,7 @@ from transforms.commit import RUN_PREFIX, SUMMARY_FILE, new_run_id, remove_other
 from transforms.deadletters import DEAD_LETTERS, DeadLetter
 from transforms.inference import aggregate_track, keyed_model_handler, stack_segment_predictions
 from transforms.metadata import ModelCard, read_metadata, utc_now
-from transforms.model_dir import load_model_card
+from transforms.model_dir import DEFAULT_INFERENCE_BATCH_SIZE, load_model_card
 from transforms.shard_reader import dataset_shards, read_segment_rows
 from transforms.shards import GroupIntoShards, WriteDeadLetters
 from transforms.sources import ReadTrackRefs, TrackRef, check_manifest_header, check_patterns, in_sample
@@ -97,8 +97,6 @@ logger = logging.getLogger(__name__)
 
 SKIPPED = "skipped"
 DEFAULT_MIN_BATCH_SIZE = 32
-#: Most segments per model call when neither ``--max-batch-size`` nor ``model.json`` says.
-DEFAULT_MAX_BATCH_SIZE = 256
 DEFAULT_MAX_ERROR_FRACTION = 0.1
 #: Label rows per part file when ``--num-shards`` is 0 (about 20-60 MB of Parquet with embeddings).
 ROWS_PER_PART = 100_000
@@ -894,7 +892,7 @@ def batch_sizes(card: ModelCard, *, fewest: int | None, most: int | None) -> dic
     """``{min_batch_size, max_batch_size}``: segments per model call.
 
     The most is ``--max-batch-size``, else the model's ``inference_batch_size`` (``model.json``),
-    else :data:`DEFAULT_MAX_BATCH_SIZE`; the fewest is ``--min-batch-size``, else
+    else :data:`transforms.model_dir.DEFAULT_INFERENCE_BATCH_SIZE`; the fewest is ``--min-batch-size``, else
     :data:`DEFAULT_MIN_BATCH_SIZE` capped at the most.
 
     Raises
@@ -902,7 +900,7 @@ def batch_sizes(card: ModelCard, *, fewest: int | None, most: int | None) -> dic
     ValueError
         When ``--min-batch-size`` is above the most.
     """
-    most = most or card.inference_batch_size or DEFAULT_MAX_BATCH_SIZE
+    most = most or card.inference_batch_size or DEFAULT_INFERENCE_BATCH_SIZE
     if fewest is not None and fewest > most:
         raise ValueError(f"--min-batch-size {fewest} is above the most segments per model call, {most} "
                          "(--max-batch-size, else the model's inference_batch_size): lower it")

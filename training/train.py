@@ -31,6 +31,7 @@ from genreflow.args import parse_args_strict, run_command
 from training.data import Augment
 from training.model import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from training.musicnn import BACKBONES
+from transforms.model_dir import DEFAULT_INFERENCE_BATCH_SIZE
 from transforms.spec import SPLITS
 
 __all__ = ["TrainConfig", "parse_args", "config_problems", "check_resume", "make_strategy", "train", "run", "main"]
@@ -507,7 +508,7 @@ def _inference_batch(cfg: TrainConfig) -> int:
         from training import backbone
 
         return backbone.INFERENCE_BATCH
-    return 256
+    return DEFAULT_INFERENCE_BATCH_SIZE
 
 
 def _export(cfg: TrainConfig, model: Any, *, data: _Data, metrics: dict[str, Any], embedding_layer: str,
